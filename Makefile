@@ -1,0 +1,45 @@
+# serdistill: two set-up commands for a fresh machine, `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := espeak-ng sox libsndfile1
+
+.PHONY: demo test bench deps venv clean
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null || exit 1; \
+	  else \
+	    echo "serdistill needs these Debian packages:$$missing"; \
+	    echo "Install them with: sudo apt-get install$$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,plots]'
+	@touch $(STAMP)
+
+venv: deps $(STAMP)
+
+DEMO_DIR ?= demo
+demo: venv
+	$(VENV)/bin/serdistill corpus synthetic $(DEMO_DIR)/corpus -o $(DEMO_DIR)/corpus/manifest.csv
+	$(VENV)/bin/serdistill extract $(DEMO_DIR)/corpus/manifest.csv -o $(DEMO_DIR)/features.parquet
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from serdistill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,30 @@
+"""One exception hierarchy: every error serdistill raises on purpose derives from SerdistillError.
+
+Messages follow one shape: what was received, what was expected, and what to do,
+naming the file or value at fault.
+"""
+from __future__ import annotations
+
+
+class SerdistillError(Exception):
+    """Base class of every error serdistill raises on purpose."""
+
+
+class ManifestError(SerdistillError, ValueError):
+    """A manifest is malformed: columns, files, labels or splits."""
+
+
+class CorpusError(SerdistillError, ValueError):
+    """A corpus folder does not have the layout its recipe expects."""
+
+
+class AudioError(SerdistillError, ValueError):
+    """An audio file cannot be used: unreadable, too short, silent, or gives non-finite features."""
+
+
+class ConfigError(SerdistillError, ValueError):
+    """A configuration value is out of range or of the wrong type."""
+
+
+class BundleError(SerdistillError, ValueError):
+    """A model bundle is missing parts or does not fit the data or the installed versions."""
