@@ -22,6 +22,10 @@ class AudioError(SerdistillError, ValueError):
     """An audio file cannot be used: unreadable, too short, silent, or gives non-finite features."""
 
 
+class FeatureError(SerdistillError, ValueError):
+    """A feature table lacks files, holds non-finite values, or does not fit the data."""
+
+
 class ConfigError(SerdistillError, ValueError):
     """A configuration value is out of range or of the wrong type."""
 

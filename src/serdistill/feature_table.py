@@ -1,0 +1,135 @@
+"""Feature tables on disk and their alignment to manifests.
+
+A feature table is a float32 ``DataFrame`` indexed by absolute file path (index name
+``file``), one column per feature: what :meth:`serdistill.features.FeatureExtractor.process_files`
+returns. On disk it is a Parquet file with the index as the column ``file`` and the feature
+settings in the schema metadata (key ``serdistill``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from serdistill.audio import Rejection
+from serdistill.errors import FeatureError
+from serdistill.io import atomic_path
+from serdistill.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+PathLike = str | os.PathLike
+_SHOWN = 10
+
+
+
+def rejections_path(output: PathLike) -> Path:
+    """``<output>.rejected.csv``: where the rejected files of ``output`` are listed."""
+    output = Path(output)
+    return output.with_name(output.name + ".rejected.csv")
+
+
+def write_rejections(rejected: Sequence[Rejection], path: PathLike) -> Path:
+    """Write ``rejected`` as a CSV (``file, kind, reason``) atomically."""
+    frame = pd.DataFrame([(r.file, r.kind, r.reason) for r in rejected], columns=["file", "kind", "reason"])
+    path = Path(path).absolute()
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def write_features(table: pd.DataFrame, path: PathLike) -> Path:
+    """Write a feature table as float32 Parquet, atomically, its index as column ``file``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path).absolute()
+    frame = table.astype(np.float32)
+    frame.index = pd.Index(frame.index.astype(str), name="file")
+    frame.columns = [str(c) for c in frame.columns]
+    arrow = pa.Table.from_pandas(frame, preserve_index=True)
+    meta = dict(arrow.schema.metadata or {})
+    meta[b"serdistill"] = json.dumps(table.attrs.get("serdistill", {}), default=str).encode()
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp, use_dictionary=False)  # floats: 2x faster
+    return path
+
+
+def read_features(path: PathLike) -> pd.DataFrame:
+    """Read a table written by :func:`write_features`: float32, indexed by ``file``.
+
+    Raises:
+        FeatureError: if the file is missing or is not a feature table.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureError(f"Feature file {path} does not exist. Create it with 'serdistill extract MANIFEST -o {path}'.")
+    try:
+        arrow = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise FeatureError(f"Feature file {path} is not a readable Parquet file ({err}); extract it again.") from err
+    frame = arrow.to_pandas()
+    if frame.index.name != "file":
+        if "file" not in frame.columns:
+            raise FeatureError(f"Feature file {path} has no 'file' column; expected a table from 'serdistill extract'.")
+        frame = frame.set_index("file")
+    try:
+        frame = frame.astype(np.float32)
+    except (TypeError, ValueError) as err:
+        raise FeatureError(
+            f"Feature file {path} has non-numeric feature columns ({err}); expected a table from 'serdistill extract'."
+        ) from err
+    meta = (arrow.schema.metadata or {}).get(b"serdistill")
+    frame.attrs["serdistill"] = json.loads(meta) if meta else {}
+    return frame
+
+
+def features_for(
+    manifest: Manifest | Sequence[PathLike],
+    table: pd.DataFrame,
+) -> np.ndarray:
+    """The rows of ``table`` for the files of ``manifest``, in its order: float32 (n, d).
+
+    Raises:
+        FeatureError: naming the files that have no features (rejected or never
+            extracted), or holding non-finite values.
+    """
+    files = manifest.files if isinstance(manifest, Manifest) else [
+        os.path.normpath(os.path.abspath(os.fspath(f))) for f in manifest
+    ]
+    if table.index.has_duplicates:
+        table = table[~table.index.duplicated(keep="first")]
+    positions = table.index.get_indexer(files)
+    missing = [f for f, p in zip(files, positions) if p < 0]
+    if missing:
+        example = f" (the table has e.g. {table.index[0]})" if len(table) else " (the table is empty)"
+        raise FeatureError(
+            f"{len(missing)} of {len(files)} file(s) have no features: {', '.join(missing[:_SHOWN])}"
+            f"{', ...' if len(missing) > _SHOWN else ''}{example}. Rejected files are listed in "
+            "<features>.rejected.csv; extract the manifest again, or keep only the files with "
+            "features with serdistill.features.with_features(manifest, table)."
+        )
+    values = table.to_numpy(dtype=np.float32, copy=False)[positions]
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        bad = [files[i] for i in np.flatnonzero(~finite)[:_SHOWN]]
+        raise FeatureError(
+            f"{int((~finite).sum())} file(s) have NaN or infinite features: {', '.join(bad)}; "
+            "expected finite values; extract them again with 'serdistill extract'."
+        )
+    return np.ascontiguousarray(values)
+
+
+def with_features(manifest: Manifest, table: pd.DataFrame) -> Manifest:
+    """The rows of ``manifest`` whose file has features in ``table`` (order kept); logs the rest."""
+    keep = manifest.table["file"].isin(table.index)
+    if not keep.all():
+        logger.warning("Leaving out %d of %d file(s) that have no features (rejected or not extracted).",
+                       int((~keep).sum()), len(keep))
+    return Manifest(table=manifest.table[keep].reset_index(drop=True), path=manifest.path)
