@@ -1,0 +1,181 @@
+"""A manifest with its features, as the arrays the estimators take.
+
+:func:`load_dataset` reads (or extracts, through the cache) the features of every file of a
+manifest, drops files without features (reported, never silently), and keeps the labels.
+:meth:`Dataset.arrays` returns one split as (X, y); :meth:`Dataset.normaliser` fits the
+z-score normaliser on the train split only.
+
+Examples:
+    >>> import numpy as np, pandas as pd
+    >>> from serdistill.manifest import Manifest
+    >>> frame = pd.DataFrame({"file": ["a.wav", "b.wav", "c.wav"], "speaker": ["s1", "s1", "s2"],
+    ...     "split": ["train", "train", "test"], "arousal": [1.0, 2.0, 3.0],
+    ...     "valence": [4.0, 4.0, 4.0], "dominance": [2.0, None, 3.0]})
+    >>> manifest = Manifest.from_frame(frame, base="/data", check_files=False)
+    >>> data = Dataset(manifest, np.arange(6, dtype=np.float32).reshape(3, 2), feature_set="toy")
+    >>> X, y = data.arrays("train")
+    >>> X.shape, y.shape, int(np.isnan(y).sum())
+    ((2, 2), (2, 3), 1)
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from serdistill.errors import FeatureError, ManifestError
+from serdistill.manifest import ATTRIBUTES, Manifest, read_manifest
+from serdistill.normalise import Normaliser
+
+logger = logging.getLogger(__name__)
+PathLike = str | os.PathLike
+
+
+@dataclass
+class Dataset:
+    """The rows of a manifest that have features, with those features (raw, not normalised).
+
+    Attributes:
+        manifest: the rows kept (files with features), in manifest order.
+        X: features, float32 (n, d), row i for ``manifest.files[i]``.
+        feature_set: the feature set's name (e.g. ``ComParE_2016``).
+        settings: what the features depend on (:func:`serdistill.features.feature_settings`).
+        feature_names: the column names.
+        dropped: files of the manifest left out because they have no features.
+    """
+
+    manifest: Manifest
+    X: np.ndarray
+    feature_set: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    feature_names: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.X) != len(self.manifest):
+            raise ValueError(f"Dataset got {len(self.X)} feature rows for {len(self.manifest)} manifest rows.")
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def splits(self) -> list[str]:
+        return self.manifest.splits
+
+    def mask(self, *splits: str) -> np.ndarray:
+        """Which rows belong to ``splits``."""
+        return self.manifest.table["split"].isin(splits).to_numpy()
+
+    def has(self, split: str) -> bool:
+        return bool(self.mask(split).any())
+
+    def arrays(self, split: str, *, attributes: Sequence[str] = ATTRIBUTES,
+               normaliser: Normaliser | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Features (n, d) and labels (n, A; NaN = unlabelled) of one split.
+
+        Raises:
+            ManifestError: the split is not in the manifest (naming the splits it has).
+        """
+        if not self.has(split):
+            raise ManifestError(
+                f"Split {split!r} has no files with features in {self._where()}; it has "
+                f"{self.split_counts()}. Choose one of those splits."
+            )
+        keep = self.mask(split)
+        X = self.X[keep]
+        if normaliser is not None:
+            X = normaliser.transform(X)
+        y = self.manifest.table.loc[keep, list(attributes)].to_numpy(dtype=np.float32)
+        return np.ascontiguousarray(X, dtype=np.float32), y
+
+    def files(self, split: str) -> list[str]:
+        return [f for f, k in zip(self.manifest.files, self.mask(split)) if k]
+
+    def normaliser(self, *, clip: float | None = 10.0) -> Normaliser:
+        """A :class:`Normaliser` fitted on the train split only."""
+        if not self.has("train"):
+            raise ManifestError(f"{self._where()} has no train files with features; the normaliser "
+                                "is fitted on the train split. Add a train split.")
+        return Normaliser(clip=clip).fit(self.X[self.mask("train")])
+
+    def split_counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.manifest.table["split"].value_counts(sort=False).items()}
+
+    def _where(self) -> str:
+        return f"manifest {self.manifest.path}" if self.manifest.path else "the manifest"
+
+
+def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = None,
+                 feature_set: str = "compare", cache_dir: PathLike | None = None,
+                 workers: int = 1, verbose: bool = True, require_train: bool = True) -> Dataset:
+    """The features of a manifest's files: read from ``features`` or extracted (cached).
+
+    Args:
+        manifest: a :class:`Manifest` or the path of its CSV.
+        features: a Parquet table from ``serdistill extract``; without it the features are
+            extracted (and cached in ``cache_dir``).
+        feature_set: the set to extract when ``features`` is not given.
+        cache_dir: the feature cache (default: :func:`serdistill.cache.default_cache_dir`).
+        workers: extraction processes.
+        verbose: progress bars.
+        require_train: the manifest must have a train split.
+
+    Files without features (rejected at extraction, or absent from ``features``) are left out
+    with a warning naming how many and the first few; if that leaves none, FeatureError.
+    """
+    from serdistill.feature_table import read_features
+    from serdistill.features import FeatureExtractor, feature_settings
+
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, require_train=require_train)
+    if features is not None:
+        table = read_features(features)
+        source = str(features)
+    else:
+        from serdistill.cache import default_cache_dir
+
+        extractor = FeatureExtractor(feature_set, cache_dir=cache_dir or default_cache_dir(),
+                                     num_workers=workers, verbose=verbose)
+        table = extractor.process_files(manifest.files)
+        for rejection in extractor.rejected[:10]:
+            logger.warning("Rejected %s", rejection)
+        source = "extraction"
+    if table.index.has_duplicates:
+        table = table[~table.index.duplicated(keep="first")]
+    positions = table.index.get_indexer(manifest.files)
+    present = positions >= 0
+    dropped = [f for f, ok in zip(manifest.files, present) if not ok]
+    if dropped:
+        logger.warning("%d of %d file(s) have no features (from %s) and are left out, e.g. %s",
+                       len(dropped), len(manifest), source, ", ".join(dropped[:3]))
+    if not present.any():
+        raise FeatureError(
+            f"None of the {len(manifest)} files of {manifest.path or 'the manifest'} has features in {source}; "
+            "check that the feature table was extracted from this manifest."
+        )
+    X = table.to_numpy(dtype=np.float32, copy=False)[positions[present]]
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
+        raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
+                           f"{', '.join(bad[:3])}; extract them again.")
+    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path)
+    settings = dict(table.attrs.get("serdistill") or {})
+    name = settings.get("feature_set")
+    if name is None:
+        name = "ComParE_2016" if X.shape[1] == 6373 else ("eGeMAPSv02" if X.shape[1] == 88 else f"{X.shape[1]} features")
+        if features is None:
+            settings = feature_settings(feature_set)
+            name = settings["feature_set"]
+    return Dataset(kept, np.ascontiguousarray(X), feature_set=name, settings=settings,
+                   feature_names=[str(c) for c in table.columns], dropped=dropped)
+
+
+def describe_features(data: Dataset) -> dict[str, Any]:
+    """The feature-set description a bundle stores: name, dimension, settings, names."""
+    return {"feature_set": data.feature_set, "dim": int(data.X.shape[1]),
+            "settings": data.settings, "names": data.feature_names}
+

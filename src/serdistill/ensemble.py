@@ -1,0 +1,772 @@
+"""The estimators: baseline, teacher ensemble, student ensemble, and the whole method (TSModel).
+
+They follow the scikit-learn contract: ``__init__`` only stores its arguments, ``fit``
+checks them and learns attributes ending in ``_``, and ``predict(X, return_std=True)``
+returns the predictive spread beside the mean. Inputs are normalised features (n, d)
+float32 and labels with NaN for "no label"; outputs are numpy arrays.
+
+Examples:
+    >>> import numpy as np
+    >>> from serdistill.config import Config
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(64, 12)).astype(np.float32)
+    >>> y = X[:, :3] @ np.ones((3, 3), np.float32)
+    >>> tiny = Config.from_dict({"attributes": ["arousal"], "train": {"batch_size": 16},
+    ...     "baseline": {"enabled": False, "hidden": [8], "epochs": 2},
+    ...     "teacher": {"hidden": [8, 8], "dropouts": [0.5], "epochs": 2},
+    ...     "mc": {"passes": 4}, "student": {"hidden": [8], "epochs": 2, "alphas": [0.5], "betas": [0.5]},
+    ...     "unlabelled": {"source": "none"}})
+    >>> model = TSModel(tiny).fit(X, y[:, :1], X, y[:, :1])
+    >>> mean, std = model.predict(X, return_std=True)
+    >>> mean.shape, std.shape
+    ((64, 1), (64, 1))
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from serdistill import __version__
+from serdistill.config import Config, UnlabelledConfig
+from serdistill.errors import ConfigError
+from serdistill.io import atomic_path, write_json
+from serdistill.mc_dropout import MCResult, mc_dropout
+from serdistill.metrics import ccc
+from serdistill.models import MLP
+from serdistill.training import (
+    EpochHook,
+    FitResult,
+    derive_seed,
+    fit_baseline,
+    fit_student,
+    fit_teacher,
+    load_checkpoint,
+    predict_mlp,
+    resolve_device,
+    save_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+STATE_FORMAT = 1
+
+
+def _config(config: Config | None) -> Config:
+    if config is None:
+        return Config()
+    if not isinstance(config, Config):
+        raise ConfigError(f"The 'config' parameter must be a serdistill.config.Config. Got {config!r} instead.")
+    return config
+
+
+def _check_X(X: Any, what: str, d: int | None = None) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (segments x features); got shape {X.shape}.")
+    if d is not None and X.shape[1] != d:
+        raise ValueError(f"{what} has {X.shape[1]} features; the model was fitted on {d}.")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{what} holds NaN or inf; features must be finite (check extraction and normalisation).")
+    return np.ascontiguousarray(X)
+
+
+def _check_y(y: Any, n: int, what: str) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32)
+    y = y[:, None] if y.ndim == 1 else y
+    if y.ndim != 2 or len(y) != n:
+        raise ValueError(f"{what} must have one row per segment ({n}); got shape {y.shape}.")
+    return y
+
+
+def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose labels are all finite (NaN = unlabelled)."""
+    keep = np.isfinite(y).all(axis=1)
+    return (X, y) if keep.all() else (X[keep], y[keep])
+
+
+def _squeeze(a: np.ndarray) -> np.ndarray:
+    return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
+
+
+def _dev_score(prediction: np.ndarray, y: np.ndarray) -> float:
+    value = float(np.mean(ccc(prediction.astype(np.float64), y.astype(np.float64))))
+    return value if math.isfinite(value) else -math.inf
+
+
+def _hook(on_epoch: EpochHook | None, **extra: Any) -> EpochHook | None:
+    if on_epoch is None:
+        return None
+    return lambda info: on_epoch({**extra, **info})
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class Baseline:
+    """The single-MLP baseline (4 x 512, loss 1 − CCC, 200 epochs, best development epoch).
+
+    Args:
+        config: the method's config (uses ``baseline`` and ``train``).
+        seed: overrides ``config.seed``.
+        on_epoch: progress hook, called after each epoch with a dict.
+        checkpoint: a file to resume from and write while training.
+    """
+
+    def __init__(self, config: Config | None = None, *, seed: int | None = None,
+                 on_epoch: EpochHook | None = None, checkpoint: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.seed = seed
+        self.on_epoch = on_epoch
+        self.checkpoint = checkpoint
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "Baseline":
+        config = _config(self.config)
+        seed = config.seed if self.seed is None else self.seed
+        X, y = _labelled(_check_X(X, "X"), _check_y(y, len(X), "y"))
+        X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
+        result = fit_baseline(X, y, X_dev, y_dev, config=config.baseline, train=config.train,
+                              seed=derive_seed(seed, "baseline"), on_epoch=self.on_epoch,
+                              checkpoint=self.checkpoint)
+        self.model_, self.history_ = result.model, result.history
+        self.best_epoch_, self.dev_ccc_ = result.best_epoch, result.best_score
+        self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions, (n,) for one output, else (n, k)."""
+        X = _check_X(X, "X", self.n_features_in_)
+        return _squeeze(predict_mlp(self.model_, X, device=_device(self.model_)))
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class TeacherEnsemble:
+    """N teachers, one per dropout rate, each trained with SGD and loss 1 − CCC.
+
+    After :meth:`fit`, :meth:`mc_predict` runs Monte-Carlo dropout (``config.mc``) for each
+    teacher: the mean embedding (the students' target), the mean prediction and its std.
+
+    Args: as :class:`Baseline`; ``checkpoint_dir`` holds one checkpoint per teacher.
+    """
+
+    def __init__(self, config: Config | None = None, *, seed: int | None = None,
+                 on_epoch: EpochHook | None = None, checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.seed = seed
+        self.on_epoch = on_epoch
+        self.checkpoint_dir = checkpoint_dir
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "TeacherEnsemble":
+        config = _config(self.config)
+        self.seed_ = config.seed if self.seed is None else self.seed
+        X, y = _labelled(_check_X(X, "X"), _check_y(y, len(X), "y"))
+        X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
+        self.models_, self.histories_, self.dev_ccc_ = [], [], []
+        N = len(config.teacher.dropouts)
+        for i, p in enumerate(config.teacher.dropouts):
+            name = f"teacher {i + 1}/{N} (p={p:g})"
+            logger.info("Training %s", name)
+            result = fit_teacher(X, y, X_dev, y_dev, dropout=p, config=config.teacher, train=config.train,
+                                 seed=derive_seed(self.seed_, "teacher", i), name=name,
+                                 on_epoch=_hook(self.on_epoch, stage="teacher", member=i),
+                                 checkpoint=_ckpt(self.checkpoint_dir, f"teacher{i}.pt"))
+            self.models_.append(result.model)
+            self.histories_.append(result.history)
+            self.dev_ccc_.append(result.best_score)
+        self.mc_ = config.mc
+        self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]
+        return self
+
+    def mc_predict(self, X: np.ndarray, *, embedding_std: bool = False) -> list[MCResult]:
+        """Monte-Carlo dropout of every teacher on ``X`` (one :class:`MCResult` each).
+
+        Deterministic: teacher i always uses the mask stream ``derive_seed(seed, "mc", i)``.
+        With ``config.mc.enabled = False`` it is one pass with dropout off.
+        """
+        X = _check_X(X, "X", self.n_features_in_)
+        return [mc_dropout(model, X, passes=self.mc_.passes, enabled=self.mc_.enabled,
+                           seed=derive_seed(self.seed_, "mc", i), block_rows=self.mc_.block_rows,
+                           embedding_std=embedding_std)
+                for i, model in enumerate(self.models_)]
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """Each teacher's MC-mean embedding of ``X``: (N, n, 512)."""
+        return np.stack([r.embedding for r in self.mc_predict(X)])
+
+    def predict(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The teachers' MC ensemble: mean over teachers of their MC-mean predictions.
+
+        With ``return_std``, also the std over all N x T Monte-Carlo outputs pooled (the
+        uncertainty the paper's "top 75%" setting ranks by).
+        """
+        return summarise_teachers(self.mc_predict(X), return_std=return_std)
+
+
+def summarise_teachers(results: Sequence[MCResult], *, return_std: bool = False
+                       ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Mean over teachers of MC means, and the pooled std over all N x T outputs."""
+    samples = np.stack([r.samples for r in results])  # (N, T, n, k)
+    mean = samples.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
+    if not return_std:
+        return _squeeze(mean)
+    std = samples.std(axis=(0, 1), dtype=np.float64).astype(np.float32)
+    return _squeeze(mean), _squeeze(std)
+
+
+class StudentEnsemble:
+    """N students, student i taught by teacher i's embedding with Eq. 1.
+
+    Args:
+        config: the method's config (uses ``student`` and ``train``).
+        alpha, beta: the loss weights; when either is None, every pair of
+            ``config.student.alphas`` x ``betas`` is tried and the one with the best
+            development CCC of the ensemble is kept (the teachers' embeddings are reused;
+            each student starts from the same weights at every grid point).
+        seed, on_epoch: as :class:`Baseline`.
+        checkpoint_dir: resumable grid search: finished grid points and the best students.
+    """
+
+    def __init__(self, config: Config | None = None, *, alpha: float | None = None, beta: float | None = None,
+                 seed: int | None = None, on_epoch: EpochHook | None = None,
+                 checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.alpha = alpha
+        self.beta = beta
+        self.seed = seed
+        self.on_epoch = on_epoch
+        self.checkpoint_dir = checkpoint_dir
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
+            embeddings: np.ndarray, X_unlabelled: np.ndarray | None = None,
+            embeddings_unlabelled: np.ndarray | None = None) -> "StudentEnsemble":
+        """Train the students.
+
+        Args:
+            X, y: labelled training data (rows with NaN labels are dropped, with their embeddings).
+            X_dev, y_dev: the development set (picks each student's epoch and alpha, beta).
+            embeddings: teacher embeddings of ``X``, (N, n, H): student i learns from ``embeddings[i]``.
+            X_unlabelled, embeddings_unlabelled: unlabelled data and its teacher embeddings (N, m, H).
+        """
+        config = _config(self.config)
+        seed = config.seed if self.seed is None else self.seed
+        X = _check_X(X, "X")
+        y = _check_y(y, len(X), "y")
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 3 or embeddings.shape[1] != len(X):
+            raise ValueError(f"embeddings must be (N, {len(X)}, H); got shape {embeddings.shape}.")
+        keep = np.isfinite(y).all(axis=1)
+        X, y, embeddings = X[keep], y[keep], embeddings[:, keep]
+        X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
+        if X_unlabelled is not None and len(X_unlabelled):
+            X_unlabelled = _check_X(X_unlabelled, "X_unlabelled", X.shape[1])
+            if embeddings_unlabelled is None:
+                raise ValueError("X_unlabelled needs embeddings_unlabelled (the teachers' embeddings of it).")
+            embeddings_unlabelled = np.asarray(embeddings_unlabelled, dtype=np.float32)
+            if embeddings_unlabelled.shape[:2] != (len(embeddings), len(X_unlabelled)):
+                raise ValueError(
+                    f"embeddings_unlabelled must be ({len(embeddings)}, {len(X_unlabelled)}, H); "
+                    f"got shape {embeddings_unlabelled.shape}."
+                )
+        else:
+            X_unlabelled, embeddings_unlabelled = None, None
+
+        if self.alpha is not None and self.beta is not None:
+            grid = [(float(self.alpha), float(self.beta))]
+        else:
+            grid = [(a, b) for a in config.student.alphas for b in config.student.betas]
+        folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        done = _read_grid(folder)
+        self.grid_: list[dict[str, Any]] = []
+        # the best grid point so far: score, its students (None while they are only on disk), ...
+        best_score, best_models, best_histories, best_alpha, best_beta = -math.inf, None, [], grid[0][0], grid[0][1]
+        on_disk = False
+        if done:
+            header = load_checkpoint(folder / "best.pt")  # type: ignore[operator]
+            best_score, best_alpha, best_beta = float(header["score"]), float(header["alpha"]), float(header["beta"])
+            on_disk = True
+        for alpha, beta in grid:
+            key = f"a{alpha:g}_b{beta:g}"
+            if key in done:
+                self.grid_.append(done[key])
+                continue
+            tic = time.perf_counter()
+            results = [
+                fit_student(X, y, X_dev, y_dev, target=embeddings[i], alpha=alpha, beta=beta,
+                            X_unlabelled=X_unlabelled,
+                            target_unlabelled=None if embeddings_unlabelled is None else embeddings_unlabelled[i],
+                            config=config.student, train=config.train, seed=derive_seed(seed, "student", i),
+                            name=f"student {i + 1}/{len(embeddings)} (alpha={alpha:g}, beta={beta:g})",
+                            on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=alpha, beta=beta),
+                            checkpoint=_ckpt(folder, f"{key}_s{i}.pt"))
+                for i in range(len(embeddings))
+            ]
+            members = [r.model for r in results]
+            score = _dev_score(_stacked_predict(members, X_dev).mean(axis=0), y_dev)
+            row = {"alpha": alpha, "beta": beta, "dev_ccc": _finite(score),
+                   "member_dev_ccc": [_finite(r.best_score) for r in results],
+                   "best_epochs": [r.best_epoch for r in results], "seconds": time.perf_counter() - tic}
+            self.grid_.append(row)
+            logger.info("alpha %.2g, beta %.2g: development CCC %.4f", alpha, beta, score)
+            if score > best_score or (best_models is None and not on_disk):
+                best_score, best_alpha, best_beta = score, alpha, beta
+                best_models, best_histories, on_disk = members, [r.history for r in results], False
+                if folder is not None:
+                    save_checkpoint(folder / "best.pt", {
+                        "alpha": alpha, "beta": beta, "score": score,
+                        "models": [m.state_dict() for m in members], "histories": best_histories})
+            if folder is not None:
+                done[key] = row
+                write_json(folder / "grid.json", _jsonable(done))
+                for i in range(len(embeddings)):
+                    (folder / f"{key}_s{i}.pt").unlink(missing_ok=True)
+        if best_models is None:  # the best grid point was finished in an earlier run
+            state = load_checkpoint(folder / "best.pt", map_location=resolve_device(config.train.device))  # type: ignore[operator]
+            best_models = [self._new_member(X.shape[1], y.shape[1], config) for _ in range(len(embeddings))]
+            for model, sd in zip(best_models, state["models"]):
+                model.load_state_dict(sd)
+                model.eval()
+            best_histories = state["histories"]
+        self.models_, self.histories_ = best_models, best_histories
+        self.alpha_, self.beta_ = best_alpha, best_beta
+        self.dev_ccc_ = next((r["dev_ccc"] for r in self.grid_ if (r["alpha"], r["beta"]) == (self.alpha_, self.beta_)), None)
+        self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]
+        self.n_unlabelled_ = 0 if X_unlabelled is None else len(X_unlabelled)
+        return self
+
+    @staticmethod
+    def _new_member(d: int, k: int, config: Config) -> MLP:
+        return MLP(d, config.student.hidden, out_dim=k).to(resolve_device(config.train.device))
+
+    def predict_members(self, X: np.ndarray) -> np.ndarray:
+        """Every student's predictions: (N, n, k)."""
+        return _stacked_predict(self.models_, _check_X(X, "X", self.n_features_in_))
+
+    def predict(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Mean over the students; with ``return_std``, their std (population), the reported uncertainty."""
+        members = self.predict_members(X).astype(np.float64)
+        mean = _squeeze(members.mean(axis=0).astype(np.float32))
+        if not return_std:
+            return mean
+        return mean, _squeeze(members.std(axis=0).astype(np.float32))
+
+
+@torch.no_grad()
+def _stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 8192) -> np.ndarray:
+    """Outputs of several same-shaped MLPs (no dropout) at once: (N, n, k).
+
+    The first layers are concatenated into one (d, N·H) GEMM, so one pass over X serves all
+    members; the later layers run as batched matrix products.
+    """
+    device = _device(models[0])
+    N = len(models)
+    w1 = torch.cat([m.layers[0].weight for m in models]).t()  # (d, N·H1)
+    b1 = torch.cat([m.layers[0].bias for m in models])
+    rest = [(torch.stack([m.layers[j].weight.t() for m in models]), torch.stack([m.layers[j].bias for m in models])[:, None])
+            for j in range(1, len(models[0].layers))]
+    scale = torch.stack([m.output_scale for m in models])[:, None]  # label scaling, folded in
+    w_out = torch.stack([m.output.weight.t() for m in models]) * scale
+    b_out = torch.stack([m.output.bias for m in models])[:, None] * scale + torch.stack([m.output_shift for m in models])[:, None]
+    X_t = torch.as_tensor(X, dtype=torch.float32)
+    out = np.empty((N, len(X), models[0].out_dim), np.float32)
+    for start in range(0, len(X), rows):
+        xb = X_t[start:start + rows].to(device)
+        h = torch.addmm(b1, xb, w1).relu_().view(len(xb), N, -1).transpose(0, 1)
+        for w, b in rest:
+            h = torch.baddbmm(b, h, w).relu_()
+        out[:, start:start + len(xb)] = torch.baddbmm(b_out, h, w_out).cpu().numpy()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Unlabelled data
+
+
+def select_unlabelled(config: UnlabelledConfig, *, X_test: np.ndarray | None = None,
+                      X_pool: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The unlabelled data the students see, and a record of the choice.
+
+    - ``none``: no unlabelled data.
+    - ``test``: the test segments (without labels): the paper's transductive setting.
+    - ``unlabeled``: ``config.size`` segments (default: as many as the test set) drawn
+      without replacement from the unannotated pool, anew for each seed (trial).
+
+    Returns:
+        The features (or None) and ``{"source", "n", "indices"}`` (indices into the pool
+        for ``unlabeled``).
+    """
+    if config.source == "none":
+        return None, {"source": "none", "n": 0, "indices": None}
+    if config.source == "test":
+        if X_test is None:
+            raise ConfigError("The unlabelled source 'test' needs the test features; none were given.")
+        return X_test, {"source": "test", "n": len(X_test), "indices": None}
+    if X_pool is None or len(X_pool) == 0:
+        raise ConfigError(
+            "The unlabelled source 'unlabeled' needs a pool of unannotated segments (split "
+            "'unlabeled' in the manifest); there is none. Use source = 'test' or 'none'."
+        )
+    size = config.size if config.size is not None else (len(X_test) if X_test is not None else None)
+    if size is None:
+        raise ConfigError("Set [unlabelled] size, or give the test set, to size the unlabelled sample.")
+    if size > len(X_pool):
+        logger.warning("Asked for %d unlabelled segments but the pool has %d: using all of them.", size, len(X_pool))
+        size = len(X_pool)
+    rng = np.random.default_rng(derive_seed(seed, "unlabelled"))
+    indices = np.sort(rng.choice(len(X_pool), size=size, replace=False))
+    return X_pool[indices], {"source": "unlabeled", "n": int(size), "indices": indices.tolist()}
+
+
+# ---------------------------------------------------------------------------------------
+# The whole method
+
+
+@dataclass
+class _Group:
+    """One set of models: a single attribute (single-task) or all of them (multi-task)."""
+
+    name: str
+    columns: list[int]
+    baseline: Baseline | None
+    teachers: TeacherEnsemble
+    students: StudentEnsemble
+
+
+class TSModel:
+    """Teacher-student ensemble (Sridhar & Busso, 2022) for arousal, valence and dominance.
+
+    ``fit`` trains, for each attribute (single-task, the default) or once for all
+    (``task = "multi"``): the baseline, N teachers, their Monte-Carlo embeddings of the
+    training and unlabelled data, and N students for each (alpha, beta) of the grid, keeping
+    the pair with the best development CCC. Teachers and embeddings are trained once and
+    reused across the grid.
+
+    Args:
+        config: the method's config (default: the paper's).
+        on_epoch: progress hook; its dict carries ``group`` and ``stage`` besides the epoch's numbers.
+        checkpoint_dir: where to keep resumable checkpoints (a rerun continues from them).
+
+    Attributes (after fit):
+        attributes_: the predicted attributes (the columns of y and of predictions).
+        alpha_, beta_: per group (attribute, or ``"arousal+valence+dominance"``), the chosen weights.
+        grid_: per group, one row per (alpha, beta) with the ensemble's development CCC.
+        history_: per group, each model's per-epoch history.
+        unlabelled_: what unlabelled data was used: source, size, and per group how many were kept.
+        dev_ccc_: per group, the development CCC of baseline, teachers' MC ensemble and students.
+    """
+
+    def __init__(self, config: Config | None = None, *, on_epoch: EpochHook | None = None,
+                 checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.on_epoch = on_epoch
+        self.checkpoint_dir = checkpoint_dir
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
+            X_unlabelled: np.ndarray | None = None, unlabelled_info: dict[str, Any] | None = None) -> "TSModel":
+        """Fit everything.
+
+        Args:
+            X, y: training features (n, d) and labels (n, A), A = ``len(config.attributes)``,
+                columns in that order, NaN = no label (the row is skipped for that attribute).
+            X_dev, y_dev: the development set.
+            X_unlabelled: unlabelled features (see :func:`select_unlabelled`); required unless
+                ``config.unlabelled.source`` is ``"none"``, ignored then.
+            unlabelled_info: a record of where ``X_unlabelled`` came from, kept in ``unlabelled_``.
+        """
+        config = _config(self.config)
+        tic = time.perf_counter()
+        A = len(config.attributes)
+        X = _check_X(X, "X")
+        y = _check_y(y, len(X), "y")
+        X_dev = _check_X(X_dev, "X_dev", X.shape[1])
+        y_dev = _check_y(y_dev, len(X_dev), "y_dev")
+        if y.shape[1] != A or y_dev.shape[1] != A:
+            raise ValueError(
+                f"y and y_dev need one column per attribute {list(config.attributes)}; got "
+                f"{y.shape[1]} and {y_dev.shape[1]} columns."
+            )
+        if config.unlabelled.source == "none":
+            if X_unlabelled is not None:
+                logger.info("Unlabelled source is 'none': the %d unlabelled segments given are not used.", len(X_unlabelled))
+            X_unlabelled = None
+        elif X_unlabelled is None:
+            raise ConfigError(
+                f"The unlabelled source is {config.unlabelled.source!r} but fit got no X_unlabelled. "
+                "Pass the unlabelled features, or set [unlabelled] source = 'none'."
+            )
+        else:
+            X_unlabelled = _check_X(X_unlabelled, "X_unlabelled", X.shape[1])
+        resolve_device(config.train.device)
+        folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        self.attributes_ = list(config.attributes)
+        self.n_features_in_ = X.shape[1]
+        self.unlabelled_ = dict(unlabelled_info or {"source": config.unlabelled.source})
+        self.unlabelled_.update(n=0 if X_unlabelled is None else len(X_unlabelled),
+                                keep_fraction=config.unlabelled.keep_fraction, kept={})
+        self.alpha_, self.beta_, self.grid_, self.history_, self.dev_ccc_ = {}, {}, {}, {}, {}
+        self._groups: list[_Group] = []
+        if config.task == "single":
+            layout = [([j], a) for j, a in enumerate(config.attributes)]
+        else:
+            layout = [(list(range(A)), "+".join(config.attributes))]
+        for columns, name in layout:
+            self._groups.append(self._fit_group(name, columns, X, y, X_dev, y_dev, X_unlabelled, config,
+                                                None if folder is None else folder / name))
+        self.fit_seconds_ = time.perf_counter() - tic
+        return self
+
+    def _fit_group(self, name: str, columns: list[int], X, y, X_dev, y_dev, X_unlabelled,
+                   config: Config, folder: Path | None) -> _Group:
+        seed = derive_seed(config.seed, name)
+        X_l, y_l = _labelled(X, y[:, columns])
+        X_d, y_d = _labelled(X_dev, y_dev[:, columns])
+        if len(X_l) < 2 or len(X_d) < 2:
+            raise ValueError(f"{name}: need at least 2 labelled training and development segments; "
+                             f"got {len(X_l)} and {len(X_d)}.")
+        hook = _hook(self.on_epoch, group=name)
+        baseline = None
+        history: dict[str, Any] = {}
+        if config.baseline.enabled:
+            logger.info("%s: training the baseline", name)
+            baseline = Baseline(config, seed=seed, on_epoch=_hook(hook, stage="baseline"),
+                                checkpoint=_ckpt(folder, "baseline.pt")).fit(X_l, y_l, X_d, y_d)
+            history["baseline"] = baseline.history_
+        teachers = TeacherEnsemble(config, seed=seed, on_epoch=hook,
+                                   checkpoint_dir=folder).fit(X_l, y_l, X_d, y_d)
+        history["teachers"] = teachers.histories_
+        logger.info("%s: Monte-Carlo dropout (%d passes) on %d training segments", name,
+                    config.mc.passes if config.mc.enabled else 1, len(X_l))
+        embeddings = teachers.embed(X_l)
+        X_u, emb_u = None, None
+        if X_unlabelled is not None:
+            mc_u = teachers.mc_predict(X_unlabelled)
+            X_u, emb_u = X_unlabelled, np.stack([r.embedding for r in mc_u])
+            fraction = config.unlabelled.keep_fraction
+            if fraction < 1.0:
+                _, std = summarise_teachers(mc_u, return_std=True)
+                std = std.reshape(len(X_u), -1).mean(axis=1)
+                kept = np.sort(np.argsort(std, kind="stable")[: max(1, int(round(fraction * len(X_u))))])
+                X_u, emb_u = X_u[kept], emb_u[:, kept]
+            self.unlabelled_["kept"][name] = len(X_u)
+        students = StudentEnsemble(config, seed=seed, on_epoch=hook,
+                                   checkpoint_dir=None if folder is None else folder / "students")
+        students.fit(X_l, y_l, X_d, y_d, embeddings=embeddings, X_unlabelled=X_u, embeddings_unlabelled=emb_u)
+        history["students"] = students.histories_
+        self.alpha_[name], self.beta_[name], self.grid_[name] = students.alpha_, students.beta_, students.grid_
+        self.history_[name] = history
+        self.dev_ccc_[name] = {
+            "baseline": None if baseline is None else _finite(baseline.dev_ccc_),
+            "teachers": _finite(_dev_score(np.asarray(teachers.predict(X_d)).reshape(len(X_d), -1), y_d)),
+            "teacher_members": [_finite(s) for s in teachers.dev_ccc_],
+            "students": students.dev_ccc_,
+        }
+        return _Group(name, columns, baseline, teachers, students)
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_groups"):
+            raise ConfigError("This TSModel is not fitted yet; call fit(...) or TSModel.load(path) first.")
+
+    def _columns(self, X: np.ndarray, get: Callable[[_Group], np.ndarray]) -> np.ndarray:
+        out = np.full((len(X), len(self.attributes_)), np.nan, np.float32)
+        for group in self._groups:
+            out[:, group.columns] = np.asarray(get(group), np.float32).reshape(len(X), -1)
+        return out
+
+    def predict(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The students' ensemble: mean (n, A) and, with ``return_std``, the std over students (n, A)."""
+        self._check_fitted()
+        X = _check_X(X, "X", self.n_features_in_)
+        members = {g.name: g.students.predict_members(X) for g in self._groups}
+        mean = self._columns(X, lambda g: members[g.name].mean(axis=0))
+        if not return_std:
+            return mean
+        return mean, self._columns(X, lambda g: members[g.name].std(axis=0))
+
+    def predict_teachers(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The teachers' MC ensemble (n, A); std pooled over N teachers x T passes."""
+        out = self.predict_all(X)
+        return (out["teachers"], out["teachers_std"]) if return_std else out["teachers"]
+
+    def predict_baseline(self, X: np.ndarray) -> np.ndarray:
+        """The baseline's predictions (n, A); NaN columns where no baseline was trained."""
+        self._check_fitted()
+        X = _check_X(X, "X", self.n_features_in_)
+        return self._columns(X, lambda g: g.baseline.predict(X) if g.baseline is not None
+                             else np.full((len(X), len(g.columns)), np.nan))
+
+    def predict_all(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Everything ``evaluate`` needs, each (n, A) unless noted.
+
+        Keys: ``students``, ``students_std``, ``student_members`` (N, n, A), ``teachers``,
+        ``teachers_std``, ``teacher_members`` (N, n, A: each teacher's MC mean),
+        ``teacher_members_std`` (N, n, A: each teacher's MC std), ``teacher_one_pass``
+        (N, n, A: each teacher's first MC pass, for the consistency histograms), ``baseline``.
+        """
+        self._check_fitted()
+        X = _check_X(X, "X", self.n_features_in_)
+        n, A = len(X), len(self.attributes_)
+        N = max(len(g.students.models_) for g in self._groups)
+        out = {key: np.full((N, n, A), np.nan, np.float32)
+               for key in ("student_members", "teacher_members", "teacher_members_std", "teacher_one_pass")}
+        out.update({key: np.full((n, A), np.nan, np.float32) for key in ("students", "students_std",
+                                                                         "teachers", "teachers_std")})
+        for g in self._groups:
+            cols = g.columns
+            members = g.students.predict_members(X)
+            out["student_members"][: len(members)][:, :, cols] = members
+            out["students"][:, cols] = members.mean(axis=0)
+            out["students_std"][:, cols] = members.std(axis=0)
+            mc = g.teachers.mc_predict(X)
+            for i, r in enumerate(mc):
+                out["teacher_members"][i][:, cols] = r.prediction
+                out["teacher_members_std"][i][:, cols] = r.prediction_std
+                out["teacher_one_pass"][i][:, cols] = r.samples[0]
+            mean, std = summarise_teachers(mc, return_std=True)
+            out["teachers"][:, cols] = mean.reshape(n, -1)
+            out["teachers_std"][:, cols] = std.reshape(n, -1)
+        out["baseline"] = self.predict_baseline(X)
+        return out
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"meta": JSON-ready dict, "tensors": {name: tensor}}``: everything to rebuild the model."""
+        self._check_fitted()
+        config = _config(self.config)
+        tensors: dict[str, torch.Tensor] = {}
+        for g in self._groups:
+            if g.baseline is not None:
+                _put(tensors, f"{g.name}/baseline", g.baseline.model_)
+            for i, m in enumerate(g.teachers.models_):
+                _put(tensors, f"{g.name}/teacher{i}", m)
+            for i, m in enumerate(g.students.models_):
+                _put(tensors, f"{g.name}/student{i}", m)
+        meta = {
+            "format": STATE_FORMAT, "serdistill": __version__, "torch": torch.__version__,
+            "config": config.to_dict(), "attributes": self.attributes_, "n_features_in": self.n_features_in_,
+            "groups": [{"name": g.name, "columns": g.columns, "baseline": g.baseline is not None,
+                        "teacher_seed": g.teachers.seed_} for g in self._groups],
+            "alpha": self.alpha_, "beta": self.beta_, "grid": self.grid_, "dev_ccc": self.dev_ccc_,
+            "unlabelled": self.unlabelled_, "history": self.history_,
+            "fit_seconds": getattr(self, "fit_seconds_", None),
+        }
+        return {"meta": _jsonable(meta), "tensors": tensors}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], *, device: str | None = None) -> "TSModel":
+        """Rebuild a fitted model from :meth:`state_dict` (``device`` overrides the saved one)."""
+        meta, tensors = state["meta"], state["tensors"]
+        if meta.get("format") != STATE_FORMAT:
+            raise ConfigError(f"Model state format {meta.get('format')!r} is not {STATE_FORMAT}; "
+                              "it was written by another serdistill version. Retrain or use that version.")
+        config = Config.from_dict(meta["config"])
+        if device is not None:
+            config = config.updated({"train": {"device": device}})
+        dev = resolve_device(config.train.device)
+        self = cls(config)
+        self.attributes_, self.n_features_in_ = list(meta["attributes"]), int(meta["n_features_in"])
+        self.alpha_, self.beta_, self.grid_ = meta["alpha"], meta["beta"], meta["grid"]
+        self.dev_ccc_, self.unlabelled_, self.history_ = meta["dev_ccc"], meta["unlabelled"], meta["history"]
+        self.fit_seconds_ = meta.get("fit_seconds")
+        d, self._groups = self.n_features_in_, []
+        for spec in meta["groups"]:
+            name, k = spec["name"], len(spec["columns"])
+            baseline = None
+            if spec["baseline"]:
+                baseline = Baseline(config)
+                baseline.model_ = _get(tensors, f"{name}/baseline", MLP(d, config.baseline.hidden,
+                                       dropout=config.baseline.dropout, out_dim=k), dev)
+                baseline.n_features_in_, baseline.n_outputs_ = d, k
+            teachers = TeacherEnsemble(config)
+            teachers.models_ = [_get(tensors, f"{name}/teacher{i}", MLP(d, config.teacher.hidden, dropout=p, out_dim=k), dev)
+                                for i, p in enumerate(config.teacher.dropouts)]
+            teachers.seed_, teachers.mc_ = int(spec["teacher_seed"]), config.mc
+            teachers.n_features_in_, teachers.n_outputs_ = d, k
+            students = StudentEnsemble(config)
+            students.models_ = [_get(tensors, f"{name}/student{i}", MLP(d, config.student.hidden, out_dim=k), dev)
+                                for i in range(len(config.teacher.dropouts))]
+            students.alpha_, students.beta_ = meta["alpha"][name], meta["beta"][name]
+            students.n_features_in_, students.n_outputs_ = d, k
+            self._groups.append(_Group(name, list(spec["columns"]), baseline, teachers, students))
+        return self
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``model.json`` (config, choices, history) and ``weights.pt`` into folder ``path``."""
+        path = Path(path)
+        state = self.state_dict()
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / "weights.pt") as tmp:
+            torch.save({k: v.detach().cpu() for k, v in state["tensors"].items()}, tmp)
+        write_json(path / "model.json", state["meta"])
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> "TSModel":
+        """Read a model written by :meth:`save`."""
+        path = Path(path)
+        missing = [f for f in ("model.json", "weights.pt") if not (path / f).is_file()]
+        if missing:
+            raise ConfigError(f"{path} is not a saved TSModel: {', '.join(missing)} missing. "
+                              "Save one with TSModel.save(path).")
+        meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        tensors = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        return cls.from_state_dict({"meta": meta, "tensors": tensors}, device=device)
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def _ckpt(folder: str | os.PathLike[str] | None, name: str) -> Path | None:
+    return None if folder is None else Path(folder) / name
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Non-finite floats become None, numpy values plain Python (for strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _put(tensors: dict[str, torch.Tensor], prefix: str, model: MLP) -> None:
+    for key, value in model.state_dict().items():
+        tensors[f"{prefix}/{key}"] = value
+
+
+def _get(tensors: dict[str, torch.Tensor], prefix: str, model: MLP, device: torch.device) -> MLP:
+    state = {key[len(prefix) + 1:]: value for key, value in tensors.items() if key.startswith(prefix + "/")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"The saved weights of {prefix} do not fit its config ({err}).") from None
+    return model.to(device).eval()
+
+
+def _read_grid(folder: Path | None) -> dict[str, dict[str, Any]]:
+    """Grid points finished by an earlier run (only trusted with the best students beside them)."""
+    if folder is None or not (folder / "grid.json").is_file() or not (folder / "best.pt").is_file():
+        return {}
+    return json.loads((folder / "grid.json").read_text(encoding="utf-8"))
