@@ -40,6 +40,12 @@ TEACHER_DROPOUTS: tuple[float, ...] = (0.45, 0.50, 0.55, 0.60, 0.65)
 UNLABELLED_SOURCES: tuple[str, ...] = ("none", "test", "unlabeled")
 TASKS: tuple[str, ...] = ("single", "multi")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "nadam", "adam")
+#: What ``serdistill experiment`` can run: the rows of the paper's Table 1 and Table 2
+#: (the full model of Table 2 is T-S (test); see :mod:`serdistill.settings`).
+PROTOCOL_SETTINGS: tuple[str, ...] = (
+    "baseline", "teachers", "ts_test", "ts_unlabeled", "ts_pseudo", "ts_top75",
+    "abl_u0_mc1_n5", "abl_u1_mc0_n5", "abl_u1_mc1_n1", "abl_u0_mc1_n1", "abl_u1_mc0_n1",
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,11 +331,24 @@ class UnlabelledConfig(_Section):
 
 @dataclass(frozen=True)
 class ProtocolConfig(_Section):
-    """The evaluation protocol: trials and the significance level of the one-tailed paired t-test."""
+    """The evaluation protocol of ``serdistill experiment``.
+
+    Attributes:
+        trials: K, trials with different seeds (10 in the paper).
+        significance: the level of the paired one-tailed t-tests (0.01 in the paper).
+        settings: which rows of Table 1 and Table 2 to run (default: all).
+        top_fraction: the "top 75%" setting keeps this fraction of the test segments, those
+            with the lowest std over N teachers x T passes.
+    """
 
     SECTION = "protocol"
     trials: int = _positive_int(10)
     significance: float = _field(0.01, _Check(float, low=0.0, high=1.0, low_open=True, high_open=True))
+    settings: tuple[str, ...] = _field(
+        PROTOCOL_SETTINGS, _Check("strs", choices=PROTOCOL_SETTINGS),
+        "the settings an experiment runs (Table 1 and Table 2 rows)")
+    top_fraction: float = _field(0.75, _Check(float, low=0.0, high=1.0, low_open=True),
+                                 "the fraction of test segments kept by the 'top 75%' setting")
 
 
 _SECTIONS = {

@@ -1,0 +1,67 @@
+"""Arguments shared by the commands that read a config and a manifest's features."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Sequence
+
+
+def default_workers() -> int:
+    """The CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--config``, ``--set`` and ``--device``."""
+    parser.add_argument("--config", required=required, metavar="CONFIG",
+                        help="method config TOML: configs/paper.toml (the paper's values) or configs/quick.toml")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set student.epochs=5 --set seed=3 (repeatable)")
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="cpu, cuda or cuda:N (overrides train.device; default: the config's, cpu)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--features``, ``--feature-set``, ``--workers`` and ``--cache-dir``."""
+    parser.add_argument("--features", metavar="PARQUET",
+                        help="features from 'serdistill extract' (default: extract now, through the cache)")
+    parser.add_argument("--feature-set", default="compare", choices=["compare", "egemaps"],
+                        help="the set to extract when --features is not given (default: compare, ComParE_2016)")
+    workers = default_workers()
+    parser.add_argument("--workers", type=positive_int, default=workers, metavar="N",
+                        help=f"extraction processes (default: the CPUs available, here {workers})")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
+
+
+def load_config_from_args(args: argparse.Namespace, overrides: Sequence[str] | None = None):
+    """The config of ``--config`` with ``--set`` and ``--device`` applied."""
+    from serdistill.config import apply_overrides, load_config
+    from serdistill.training import resolve_device
+
+    config = load_config(args.config)
+    overrides = list(args.set or []) if overrides is None else list(overrides)
+    if getattr(args, "device", None):
+        overrides.append(f'train.device="{args.device}"')
+    if overrides:
+        config = apply_overrides(config, overrides)
+    resolve_device(config.train.device)  # a clear error now rather than after extraction
+    return config
+
+
+def load_data_from_args(args: argparse.Namespace, *, require_train: bool = True):
+    """The :class:`~serdistill.dataset.Dataset` of ``args.manifest``."""
+    from serdistill.dataset import load_dataset
+
+    return load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
+                        cache_dir=args.cache_dir, workers=args.workers, require_train=require_train)

@@ -1,0 +1,70 @@
+"""``serdistill experiment MANIFEST --config CONFIG -o RUN_DIR``: the paper's whole protocol."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+DESCRIPTION = """\
+Run the paper's study on a corpus: K trials (different seeds) of every setting of Table 1
+(baseline, teachers' MC ensemble, T-S (test), T-S (unlabeled), T-S (pseudo-label),
+T-S (top 75%)) and Table 2 (the ablations of unlabelled data, MC dropout and ensemble
+size), per attribute. Teachers and their Monte-Carlo passes are trained once per trial and
+shared by every setting; alpha and beta are chosen on the development set.
+
+RUN_DIR receives the resolved config, versions and seeds, per-trial and per-setting CCC
+(results.csv, results.json), and report.md / report.html with Table 1, Table 2, paired
+one-tailed t-tests, the consistency histograms (Figure 2), a chart of CCC per setting and
+the alpha/beta heat map.
+
+An interrupted experiment resumes: run the same command again; finished trials and
+settings are read back, not recomputed. T-S (unlabeled) needs an 'unlabeled' split in
+the manifest."""
+
+EPILOG = """\
+examples:
+  serdistill experiment corpus/manifest.csv --config configs/quick.toml -o runs/quick
+  serdistill experiment manifest.csv --config configs/paper.toml -o runs/paper --features features.parquet
+  serdistill experiment manifest.csv --config configs/quick.toml -o runs/q --set protocol.trials=5
+
+See docs/experiment.md for what each setting does and how the work is shared."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``experiment`` command."""
+    from serdistill.cli.common import add_data_arguments, add_config_arguments
+
+    parser = subparsers.add_parser(
+        "experiment", help="run the paper's protocol (Table 1, Table 2, significance, report)",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("manifest", metavar="MANIFEST", help="manifest CSV with train, development and test splits")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
+                        help="run folder (created; an existing one of the same config is resumed)")
+    add_config_arguments(parser)
+    parser.add_argument("--trials", type=int, metavar="K", help="number of trials (overrides protocol.trials)")
+    parser.add_argument("--settings", metavar="LIST",
+                        help="comma-separated settings to run (default: all), e.g. baseline,teachers,ts_test")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_data_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serdistill.cli.common import load_config_from_args, load_data_from_args
+    from serdistill.experiment import run_experiment
+    from serdistill.report import table1_markdown
+
+    overrides = list(args.set or [])
+    if args.trials is not None:
+        overrides.append(f"protocol.trials={args.trials}")
+    if args.settings:
+        names = [s.strip() for s in args.settings.split(",") if s.strip()]
+        overrides.append("protocol.settings=[" + ", ".join(f'"{n}"' for n in names) + "]")
+    config = load_config_from_args(args, overrides)
+    data = load_data_from_args(args)
+    meta = {"manifest": str(args.manifest), "command": "serdistill " + shlex.join(sys.argv[1:])}
+    result = run_experiment(data, config, args.output, progress=not args.no_progress, meta=meta)
+    print(f"\nReport: {result.report}")
+    if len(result.results):
+        print(table1_markdown(result.results, alpha=config.protocol.significance, not_run=result.not_run))
+    return 0

@@ -1,0 +1,503 @@
+"""The paper's protocol as one run: K trials of every setting of Table 1 and Table 2.
+
+In each trial, for each attribute (single-task) or once for all (multi-task), the work that
+settings share is done once:
+
+1. the baseline, and the N teachers (trained once);
+2. Monte-Carlo dropout of every teacher on the training, test and unlabelled segments
+   (T passes), and one pass with dropout off (the "no MC dropout" embeddings);
+3. the students of T-S (test) for every (alpha, beta) of the grid, chosen on the
+   development set; the other student settings reuse that alpha and beta (**decided**:
+   one grid search per trial and attribute, on the full model);
+4. the other student settings, each one ensemble of N students: T-S (unlabeled),
+   T-S (pseudo-label), T-S (top 75%), no unlabelled data, no MC dropout.
+
+The N = 1 rows of Table 2 ("one teacher, one student") are the first member of the matching
+N = 5 ensembles: student 1, taught by teacher 1 with the same seed, is the same model
+whether or not four more pairs are trained beside it, so it is scored alone instead of
+trained again.
+
+Trial t runs with the seed ``derive_seed(config.seed, "trial", t)``, and each group with
+the seeds :class:`~serdistill.ensemble.TSModel` would use for that seed, so T-S (test) of
+trial t is ``serdistill train --set seed=<that seed>`` with ``[unlabelled] source = "test"``.
+
+Everything lands in the run folder as it is finished, and a rerun reads it back::
+
+    RUN_DIR/config.toml, meta.json          resolved config, versions, seeds, data
+    RUN_DIR/trials/<t>/<group>/<setting>.json   test CCC of one setting (+ .npz arrays)
+    RUN_DIR/trials/<t>/<group>/work/        checkpoints while the group runs (then removed)
+    RUN_DIR/results.csv|json, grid.csv, consistency.csv, report.md|html, figures/
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from serdistill.config import Config, UnlabelledConfig
+from serdistill.dataset import Dataset
+from serdistill.ensemble import (
+    Baseline,
+    StudentEnsemble,
+    TeacherEnsemble,
+    select_unlabelled,
+    summarise_teachers,
+)
+from serdistill.errors import ConfigError
+from serdistill.io import atomic_path, write_json, write_text
+from serdistill.mc_dropout import MCResult, mc_dropout
+from serdistill.metrics import ccc
+from serdistill.training import derive_seed
+
+logger = logging.getLogger(__name__)
+
+#: Settings whose models are student ensembles, with (unlabelled data, MC embeddings).
+STUDENT_SETTINGS: dict[str, tuple[str, bool]] = {
+    "ts_test": ("test", True),
+    "ts_unlabeled": ("unlabeled", True),
+    "ts_pseudo": ("pseudo", True),
+    "ts_top75": ("top", True),
+    "abl_u0_mc1_n5": ("none", True),
+    "abl_u1_mc0_n5": ("test", False),
+}
+#: N = 1 rows: the first member of this N = 5 setting.
+SINGLE_MEMBER: dict[str, str] = {
+    "abl_u1_mc1_n1": "ts_test",
+    "abl_u0_mc1_n1": "abl_u0_mc1_n5",
+    "abl_u1_mc0_n1": "abl_u1_mc0_n5",
+}
+#: What a setting needs before it can run.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "ts_pseudo": ("ts_test",), "abl_u0_mc1_n5": ("ts_test",), "abl_u1_mc0_n5": ("ts_test",),
+    "ts_unlabeled": ("ts_test",), "ts_top75": ("ts_test",), **{k: (v,) for k, v in SINGLE_MEMBER.items()},
+}
+
+ProgressHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        results: long table ``trial, setting, attribute, ccc`` (test CCC).
+        grid: long table ``trial, attribute, alpha, beta, dev_ccc``.
+        consistency: long table ``attribute, who, std`` (Figure 2).
+        report: the path of ``report.md``.
+        not_run: setting -> why it did not run.
+    """
+
+    run_dir: Path
+    results: pd.DataFrame
+    grid: pd.DataFrame
+    consistency: pd.DataFrame
+    report: Path | None
+    not_run: dict[str, str]
+
+
+def trial_seed(config: Config, trial: int) -> int:
+    """The seed of trial ``trial`` (0-based)."""
+    return derive_seed(config.seed, "trial", trial)
+
+
+def plan(config: Config, data: Dataset) -> tuple[list[str], dict[str, str]]:
+    """The settings that will run, in order, and why the others will not."""
+    wanted = list(config.protocol.settings)
+    not_run: dict[str, str] = {}
+    if "ts_unlabeled" in wanted and not data.has("unlabeled"):
+        not_run["ts_unlabeled"] = "not run: the manifest has no unlabeled split"
+    if not config.baseline.enabled and "baseline" in wanted:
+        not_run["baseline"] = "not run: [baseline] enabled = false"
+    if config.n_members == 1:
+        for key in ("abl_u1_mc1_n1", "abl_u0_mc1_n1", "abl_u1_mc0_n1"):
+            if key in wanted:
+                not_run[key] = "not run: N = 1 already (one teacher dropout rate)"
+    settings = [s for s in wanted if s not in not_run]
+    for setting in list(settings):  # a setting needs its source run (e.g. pseudo-labels need T-S (test))
+        for need in NEEDS.get(setting, ()):
+            if need not in settings:
+                settings.insert(settings.index(setting), need)
+    order = list(dict.fromkeys(["baseline", "teachers", "ts_test", *settings]))
+    return [s for s in order if s in settings], not_run
+
+
+def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials: Sequence[int] | None = None,
+                   progress: bool = True, meta: dict[str, Any] | None = None,
+                   report: bool = True, on_progress: ProgressHook | None = None) -> ExperimentResult:
+    """Run (or resume) the protocol on ``data`` into ``run_dir``; write the report.
+
+    Args:
+        data: the manifest and its raw features (train, development and test splits needed;
+            an ``unlabeled`` split enables T-S (unlabeled)).
+        config: the method and protocol (``config.protocol.trials`` trials).
+        run_dir: the run folder; finished trials and settings in it are read back.
+        trials: which trials to run (default: all); the others are read back if present.
+        progress: show a progress bar.
+        meta: extra facts for the report header (corpus, manifest, command).
+        report: write the report at the end.
+        on_progress: called with each epoch's dict (trial, group, setting, stage, member, epoch).
+
+    Raises:
+        ConfigError: the run folder holds a run with another config, or a split is missing.
+    """
+    run_dir = Path(run_dir)
+    for split in ("train", "development", "test"):
+        if not data.has(split):
+            raise ConfigError(f"An experiment needs train, development and test splits; {split!r} has no "
+                              f"files with features (splits: {data.split_counts()}).")
+    settings, not_run = plan(config, data)
+    _prepare_run_dir(run_dir, config, data, meta or {})
+    normaliser = data.normaliser()
+    arrays = {split: data.arrays(split, attributes=config.attributes, normaliser=normaliser)
+              for split in ("train", "development", "test")}
+    pool = data.arrays("unlabeled", attributes=config.attributes, normaliser=normaliser)[0] \
+        if data.has("unlabeled") else None
+    all_trials = list(range(config.protocol.trials))
+    todo = all_trials if trials is None else [t for t in trials if t in all_trials]
+    groups = _groups(config)
+    total = len(todo) * len(groups) * len(settings)
+    bar = _bar(total, progress)
+    try:
+        for t in todo:
+            for name, columns in groups:
+                group = _GroupRun(run_dir / "trials" / str(t) / _safe(name), config, t, name, columns,
+                                  arrays, pool, settings, bar, on_progress)
+                group.run()
+            if report:
+                _write_outputs(run_dir, config, settings, not_run, meta or {}, final=False)
+    finally:
+        bar.close()
+    return _write_outputs(run_dir, config, settings, not_run, meta or {}, final=True, report=report)
+
+
+# ---------------------------------------------------------------------------------------
+# One trial of one group
+
+
+class _GroupRun:
+    """Every setting of one trial for one group of attributes, sharing teachers and MC passes."""
+
+    def __init__(self, folder: Path, config: Config, trial: int, name: str, columns: list[int],
+                 arrays: dict[str, tuple[np.ndarray, np.ndarray]], pool: np.ndarray | None,
+                 settings: list[str], bar: Any, on_progress: ProgressHook | None) -> None:
+        self.folder, self.config, self.trial, self.name, self.columns = folder, config, trial, name, columns
+        self.attributes = [config.attributes[c] for c in columns]
+        self.settings, self.bar, self.on_progress = settings, bar, on_progress
+        self.seed = derive_seed(trial_seed(config, trial), name)
+        X, y = arrays["train"]
+        self.X, self.y = _labelled(X, y[:, columns])
+        self.X_dev, self.y_dev = _labelled(arrays["development"][0], arrays["development"][1][:, columns])
+        self.X_test, self.y_test = arrays["test"][0], arrays["test"][1][:, columns]
+        self.pool = pool
+        self.work = folder / "work"
+        self._teachers: TeacherEnsemble | None = None
+        self._mc: dict[tuple[str, bool], list[MCResult]] = {}
+        self._unlabeled: np.ndarray | None = None
+        if len(self.X) < 2 or len(self.X_dev) < 2:
+            raise ConfigError(f"{name}: need at least 2 labelled training and development segments; got "
+                              f"{len(self.X)} and {len(self.X_dev)}.")
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def done(self, setting: str) -> bool:
+        return (self.folder / f"{setting}.json").is_file()
+
+    def record(self, setting: str, prediction: np.ndarray, extra: dict[str, Any] | None = None,
+               arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Score ``prediction`` (n_test, k) on the labelled test rows and write the setting's files."""
+        scores = {}
+        for j, attribute in enumerate(self.attributes):
+            labelled = np.isfinite(self.y_test[:, j])
+            value = ccc(prediction[labelled, j].astype(np.float64), self.y_test[labelled, j].astype(np.float64)) \
+                if labelled.sum() >= 2 else float("nan")
+            scores[attribute] = None if not math.isfinite(value) else float(value)
+        if arrays:
+            with atomic_path(self.folder / f"{setting}.npz") as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, **arrays)
+        write_json(self.folder / f"{setting}.json", {
+            "trial": self.trial, "group": self.name, "setting": setting, "ccc": scores,
+            "n_test": int(len(self.X_test)), **(extra or {}),
+        })
+        logger.info("trial %d, %s, %s: test CCC %s", self.trial + 1, self.name, setting,
+                    ", ".join(f"{a} {v:.4f}" if v is not None else f"{a} n/a" for a, v in scores.items()))
+
+    def load(self, setting: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        info = json.loads((self.folder / f"{setting}.json").read_text(encoding="utf-8"))
+        path = self.folder / f"{setting}.npz"
+        arrays = dict(np.load(path)) if path.is_file() else {}
+        return info, arrays
+
+    def hook(self, setting: str) -> Callable[[dict[str, Any]], None]:
+        def on_epoch(info: dict[str, Any]) -> None:
+            stage = info.get("stage", "")
+            member = info.get("member")
+            text = f"{stage} {'' if member is None else member + 1} epoch {info.get('epoch')}/{info.get('epochs')}"
+            if "alpha" in info:
+                text += f" (a={info['alpha']:g}, b={info['beta']:g})"
+            self.bar.set_postfix_str(text.replace("  ", " "))
+            if self.on_progress is not None:
+                self.on_progress({"trial": self.trial, "group": self.name, "setting": setting, **info})
+        return on_epoch
+
+    # -- shared work -----------------------------------------------------------------------
+
+    def teachers(self) -> TeacherEnsemble:
+        if self._teachers is None:
+            self._teachers = TeacherEnsemble(self.config, seed=self.seed, on_epoch=self.hook("teachers"),
+                                             checkpoint_dir=self.work / "teachers")
+            self._teachers.fit(self.X, self.y, self.X_dev, self.y_dev)
+        return self._teachers
+
+    def mc(self, which: str, enabled: bool = True) -> list[MCResult]:
+        """Each teacher's MC results on ``train``, ``test`` or ``unlabeled`` (dropout off if not enabled)."""
+        key = (which, enabled)
+        if key not in self._mc:
+            teachers = self.teachers()
+            X = {"train": self.X, "test": self.X_test, "unlabeled": self.unlabeled()}[which]
+            if enabled:  # the same mask streams as TSModel.fit
+                self._mc[key] = teachers.mc_predict(X)
+            else:
+                self._mc[key] = [mc_dropout(model, X, enabled=False) for model in teachers.models_]
+        return self._mc[key]
+
+    def embeddings(self, which: str, enabled: bool = True) -> np.ndarray:
+        return np.stack([r.embedding for r in self.mc(which, enabled)])
+
+    def unlabeled(self) -> np.ndarray:
+        """The unannotated segments of this trial: as many as the test set, drawn anew per trial."""
+        if self._unlabeled is None:
+            self._unlabeled, _ = select_unlabelled(
+                UnlabelledConfig(source="unlabeled", size=self.config.unlabelled.size),
+                X_test=self.X_test, X_pool=self.pool, seed=trial_seed(self.config, self.trial))
+        return self._unlabeled
+
+    # -- the settings ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        pending = [s for s in self.settings if not self.done(s)]
+        self.bar.update(len(self.settings) - len(pending))
+        if not pending:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for setting in self.settings:
+            if self.done(setting):
+                continue
+            self.bar.set_description(f"trial {self.trial + 1}/{self.config.protocol.trials} {self.name} {setting}")
+            if setting == "baseline":
+                self.run_baseline()
+            elif setting == "teachers":
+                self.run_teachers()
+            elif setting in SINGLE_MEMBER:
+                self.run_single(setting)
+            else:
+                self.run_students(setting)
+            self.bar.update(1)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def run_baseline(self) -> None:
+        model = Baseline(self.config, seed=self.seed, on_epoch=_with_stage(self.hook("baseline"), "baseline"),
+                         checkpoint=self.work / "baseline.pt")
+        (self.work).mkdir(parents=True, exist_ok=True)
+        model.fit(self.X, self.y, self.X_dev, self.y_dev)
+        prediction = np.asarray(model.predict(self.X_test)).reshape(len(self.X_test), -1)
+        self.record("baseline", prediction, {"dev_ccc": _finite(model.dev_ccc_), "best_epoch": model.best_epoch_})
+
+    def run_teachers(self) -> None:
+        mc = self.mc("test")
+        mean, std = summarise_teachers(mc, return_std=True)
+        one_pass = np.stack([r.samples[0] for r in mc])  # (N, n, k): one MC run per teacher
+        teachers = self.teachers()
+        self.record("teachers", np.asarray(mean).reshape(len(self.X_test), -1),
+                    {"dev_ccc": [_finite(s) for s in teachers.dev_ccc_],
+                     "dropouts": list(self.config.teacher.dropouts), "passes": self.config.mc.passes},
+                    {"one_pass_std": one_pass.std(axis=0), "mc_std": np.asarray(std).reshape(len(self.X_test), -1)})
+
+    def run_single(self, setting: str) -> None:
+        info, arrays = self.load(SINGLE_MEMBER[setting])
+        self.record(setting, arrays["members"][0], {"member_of": SINGLE_MEMBER[setting],
+                                                     "alpha": info.get("alpha"), "beta": info.get("beta")})
+
+    def run_students(self, setting: str) -> None:
+        source, use_mc = STUDENT_SETTINGS[setting]
+        X, y, emb = self.X, self.y, self.embeddings("train", use_mc)
+        X_u = emb_u = None
+        extra: dict[str, Any] = {"unlabelled": source, "mc": use_mc}
+        if source == "test":
+            X_u, emb_u = self.X_test, self.embeddings("test", use_mc)
+        elif source == "unlabeled":
+            X_u, emb_u = self.unlabeled(), self.embeddings("unlabeled")
+        elif source == "top":
+            mc = self.mc("test")
+            _, std = summarise_teachers(mc, return_std=True)
+            std = np.asarray(std).reshape(len(self.X_test), -1).mean(axis=1)
+            k = max(1, int(round(self.config.protocol.top_fraction * len(self.X_test))))
+            kept = np.sort(np.argsort(std, kind="stable")[:k])
+            X_u, emb_u = self.X_test[kept], self.embeddings("test")[:, kept]
+            extra["kept"] = int(k)
+        elif source == "pseudo":
+            _, full = self.load("ts_test")
+            pseudo = full["members"].mean(axis=0)
+            X = np.concatenate([self.X, self.X_test])
+            y = np.concatenate([self.y, pseudo.astype(np.float32)])
+            emb = np.concatenate([emb, self.embeddings("test")], axis=1)
+            extra["pseudo_labelled"] = int(len(self.X_test))
+        alpha = beta = None
+        if setting != "ts_test":
+            info, _ = self.load("ts_test")
+            alpha, beta = info["alpha"], info["beta"]
+        students = StudentEnsemble(self.config, alpha=alpha, beta=beta, seed=self.seed,
+                                   on_epoch=self.hook(setting),
+                                   checkpoint_dir=self.work / setting)
+        students.fit(X, y, self.X_dev, self.y_dev, embeddings=emb, X_unlabelled=X_u, embeddings_unlabelled=emb_u)
+        members = students.predict_members(self.X_test)  # (N, n, k)
+        extra.update(alpha=students.alpha_, beta=students.beta_, dev_ccc=students.dev_ccc_,
+                     n_unlabelled=0 if X_u is None else int(len(X_u)))
+        if setting == "ts_test":
+            extra["grid"] = students.grid_
+        self.record(setting, members.mean(axis=0), extra, {"members": members, "std": members.std(axis=0)})
+        shutil.rmtree(self.work / setting, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a run back
+
+
+def collect(run_dir: str | Path, config: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The results, grid and consistency tables of every finished setting in ``run_dir``."""
+    run_dir = Path(run_dir)
+    rows, grid_rows, consistency = [], [], []
+    groups = _groups(config)
+    for t in range(config.protocol.trials):
+        for name, columns in groups:
+            folder = run_dir / "trials" / str(t) / _safe(name)
+            if not folder.is_dir():
+                continue
+            attributes = [config.attributes[c] for c in columns]
+            for path in sorted(folder.glob("*.json")):
+                info = json.loads(path.read_text(encoding="utf-8"))
+                for attribute, value in info["ccc"].items():
+                    rows.append({"trial": t, "setting": info["setting"], "attribute": attribute,
+                                 "ccc": np.nan if value is None else value})
+                for point in info.get("grid", []):
+                    for attribute in attributes:
+                        grid_rows.append({"trial": t, "attribute": attribute if len(attributes) == 1 else name,
+                                          "alpha": point["alpha"], "beta": point["beta"],
+                                          "dev_ccc": np.nan if point["dev_ccc"] is None else point["dev_ccc"]})
+            teachers, students = folder / "teachers.npz", folder / "ts_test.npz"
+            if teachers.is_file() and students.is_file():
+                t_std, s_std = np.load(teachers)["one_pass_std"], np.load(students)["std"]
+                for j, attribute in enumerate(attributes):
+                    consistency += [{"attribute": attribute, "who": "teachers", "std": float(v)} for v in t_std[:, j]]
+                    consistency += [{"attribute": attribute, "who": "students", "std": float(v)} for v in s_std[:, j]]
+    results = pd.DataFrame(rows, columns=["trial", "setting", "attribute", "ccc"])
+    grid = pd.DataFrame(grid_rows, columns=["trial", "attribute", "alpha", "beta", "dev_ccc"])
+    return results, grid, pd.DataFrame(consistency, columns=["attribute", "who", "std"])
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def _groups(config: Config) -> list[tuple[str, list[int]]]:
+    if config.task == "single":
+        return [(a, [j]) for j, a in enumerate(config.attributes)]
+    return [("+".join(config.attributes), list(range(len(config.attributes))))]
+
+
+def _safe(name: str) -> str:
+    return name.replace("+", "_")
+
+
+def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isfinite(y).all(axis=1)
+    return X[keep], y[keep]
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _with_stage(hook: Callable[[dict[str, Any]], None], stage: str) -> Callable[[dict[str, Any]], None]:
+    return lambda info: hook({"stage": stage, **info})
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="setting", dynamic_ncols=True)
+
+
+def _config_identity(config: Config) -> dict[str, Any]:
+    """What finished results depend on: the config without trials, device and the protocol's reporting."""
+    data = config.to_dict()
+    data["protocol"] = {k: v for k, v in data["protocol"].items() if k not in ("trials", "significance", "settings")}
+    data["train"] = {k: v for k, v in data["train"].items() if k not in ("device", "checkpoint_every")}
+    return data
+
+
+def _prepare_run_dir(run_dir: Path, config: Config, data: Dataset, meta: dict[str, Any]) -> None:
+    """Create the run folder, or check that it holds a run of the same config and data."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    identity = {"config": _config_identity(config), "feature_set": data.feature_set,
+                "splits": data.split_counts(), "n_features": int(data.X.shape[1])}
+    path = run_dir / "run.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("identity") != json.loads(json.dumps(identity)):
+            diff = _diff(saved.get("identity", {}), json.loads(json.dumps(identity)))
+            raise ConfigError(
+                f"Run folder {run_dir} holds a run with another config or data ({diff}); its results "
+                "cannot be mixed with this one's. Use another folder (-o), or delete this one to start afresh."
+            )
+    else:
+        write_json(path, {"identity": identity})
+    from serdistill.report import versions
+
+    write_text(run_dir / "config.toml", config.to_toml())
+    write_json(run_dir / "meta.json", {
+        **meta, "versions": versions(), "feature_set": data.feature_set, "splits": data.split_counts(),
+        "dropped_files": len(data.dropped),
+        "seeds": {str(t): trial_seed(config, t) for t in range(config.protocol.trials)},
+    })
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: was {a!r}, now {b!r}"
+
+
+def _write_outputs(run_dir: Path, config: Config, settings: list[str], not_run: dict[str, str],
+                   meta: dict[str, Any], *, final: bool, report: bool = True) -> ExperimentResult:
+    results, grid, consistency = collect(run_dir, config)
+    path = None
+    if report and len(results):
+        from serdistill.report import write_report
+
+        saved = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+        trials_done = sorted(set(results["trial"]))
+        title = "serdistill experiment" if final else "serdistill experiment (in progress)"
+        path = write_report(run_dir, results, grid=grid if len(grid) else None,
+                            consistency=consistency if len(consistency) else None, config=config,
+                            meta={**saved, **meta, "not_run": not_run, "title": title,
+                                  "trials_finished": f"{len(trials_done)} of {config.protocol.trials}"})
+        if len(grid):
+            with atomic_path(run_dir / "grid.csv") as tmp:
+                grid.to_csv(tmp, index=False)
+        if len(consistency):
+            with atomic_path(run_dir / "consistency.csv") as tmp:
+                consistency.to_csv(tmp, index=False, float_format="%.6g")
+    return ExperimentResult(run_dir=run_dir, results=results, grid=grid, consistency=consistency,
+                            report=path, not_run=not_run)
+

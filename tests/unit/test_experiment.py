@@ -1,0 +1,157 @@
+"""The experiment protocol on a tiny synthetic data set: settings, sharing, resume, report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serdistill.config import Config
+from serdistill.dataset import Dataset
+from serdistill.errors import ConfigError
+from serdistill.experiment import collect, plan, run_experiment, trial_seed
+from serdistill.manifest import Manifest
+
+TINY = {
+    "attributes": ["arousal", "valence"],
+    "train": {"batch_size": 16},
+    "baseline": {"hidden": [16, 16], "epochs": 3},
+    "teacher": {"hidden": [16, 16], "dropouts": [0.3, 0.5], "epochs": 3},
+    "mc": {"passes": 5},
+    "student": {"hidden": [16], "epochs": 3, "alphas": [0.3, 0.7], "betas": [0.5]},
+    "protocol": {"trials": 2},
+}
+
+
+def make_dataset(n_per_split: dict[str, int], *, d: int = 12, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    rows, features = [], []
+    for split, n in n_per_split.items():
+        for i in range(n):
+            x = rng.normal(size=d).astype(np.float32)
+            labels = (4 + x[0] + 0.3 * rng.normal(), 4 + x[1] - x[2] + 0.3 * rng.normal(), 4 + x[3])
+            if split == "unlabeled":
+                labels = (np.nan, np.nan, np.nan)
+            rows.append({"file": f"{split}_{i}.wav", "speaker": f"{split}{i % 3}", "split": split,
+                         "arousal": labels[0], "valence": labels[1], "dominance": labels[2]})
+            features.append(x)
+    manifest = Manifest.from_frame(pd.DataFrame(rows), base="/nowhere", check_files=False)
+    return Dataset(manifest, np.stack(features), feature_set="toy")
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return make_dataset({"train": 60, "development": 24, "test": 24, "unlabeled": 40})
+
+
+def test_plan_adds_what_a_setting_needs_and_says_what_cannot_run(data):
+    config = Config.from_dict({**TINY, "protocol": {"settings": ["ts_pseudo", "abl_u0_mc1_n1"]}})
+    settings, not_run = plan(config, data)
+    assert settings == ["ts_test", "ts_pseudo", "abl_u0_mc1_n5", "abl_u0_mc1_n1"]
+    no_pool = make_dataset({"train": 20, "development": 8, "test": 8})
+    _, not_run = plan(Config.from_dict(TINY), no_pool)
+    assert "unlabeled split" in not_run["ts_unlabeled"]
+
+
+def test_every_setting_runs_and_the_report_is_written(data, tmp_path):
+    config = Config.from_dict(TINY)
+    result = run_experiment(data, config, tmp_path / "run", progress=False)
+    table = result.results
+    settings, _ = plan(config, data)
+    assert len(settings) == 11
+    assert set(table["setting"]) == set(settings)
+    assert len(table) == 2 * 11 * 2  # trials x settings x attributes
+    assert np.isfinite(table["ccc"]).all()
+    # the grid: trials x attributes x points
+    assert len(result.grid) == 2 * 2 * 2
+    for name in ("report.md", "report.html", "results.csv", "results.json", "grid.csv", "consistency.csv",
+                 "config.toml", "meta.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert "T-S (test)" in (tmp_path / "run" / "report.md").read_text()
+    # the N = 1 rows are the first member of the N = 5 ensembles
+    full = np.load(tmp_path / "run/trials/0/arousal/ts_test.npz")["members"]
+    one = json.loads((tmp_path / "run/trials/0/arousal/abl_u1_mc1_n1.json").read_text())
+    from serdistill.metrics import ccc
+    X_test, y_test = data.arrays("test", attributes=("arousal",), normaliser=data.normaliser())
+    assert one["ccc"]["arousal"] == pytest.approx(ccc(full[0][:, 0].astype(float), y_test[:, 0].astype(float)))
+    # work folders (checkpoints) are removed once a group is finished
+    assert not list((tmp_path / "run").rglob("work"))
+    # the trials differ (different seeds)
+    base = table[(table.setting == "ts_test") & (table.attribute == "arousal")]["ccc"].to_numpy()
+    assert base[0] != base[1]
+
+
+def test_a_killed_run_resumes_without_recomputing(data, tmp_path):
+    config = Config.from_dict({**TINY, "protocol": {"trials": 1}})
+
+    class Kill(Exception):
+        pass
+
+    seen: list[tuple[str, str]] = []
+
+    def kill_in_top75(info):
+        seen.append((info["group"], info["setting"]))
+        if info["setting"] == "ts_top75":
+            raise Kill
+
+    with pytest.raises(Kill):
+        run_experiment(data, config, tmp_path / "run", progress=False, on_progress=kill_in_top75)
+    finished = {p.stem for p in (tmp_path / "run/trials/0/arousal").glob("*.json")}
+    assert {"baseline", "teachers", "ts_test"} <= finished and "ts_top75" not in finished
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run/trials/0/arousal").glob("*.json")}
+
+    resumed: list[tuple[str, str]] = []
+    result = run_experiment(data, config, tmp_path / "run", progress=False,
+                            on_progress=lambda info: resumed.append((info["group"], info["setting"])))
+    # finished settings were read back: their files untouched, no epoch of them ran again
+    for name, stamp in stamps.items():
+        assert (tmp_path / "run/trials/0/arousal" / name).stat().st_mtime_ns == stamp
+    assert ("arousal", "ts_test") not in resumed and ("arousal", "baseline") not in resumed
+    assert ("arousal", "ts_top75") in resumed
+    assert len(result.results) == 11 * 2
+
+    # and it matches a run that was never killed
+    clean = run_experiment(data, config, tmp_path / "clean", progress=False, report=False)
+    merged = result.results.merge(clean.results, on=["trial", "setting", "attribute"])
+    np.testing.assert_allclose(merged["ccc_x"], merged["ccc_y"], atol=1e-5)
+
+
+def test_a_run_folder_of_another_config_is_refused(data, tmp_path):
+    config = Config.from_dict({**TINY, "protocol": {"trials": 1, "settings": ["baseline"]}})
+    run_experiment(data, config, tmp_path / "run", progress=False, report=False)
+    other = config.updated({"baseline": {"epochs": 4}})
+    with pytest.raises(ConfigError, match="baseline.epochs"):
+        run_experiment(data, other, tmp_path / "run", progress=False, report=False)
+    # more trials of the same config are fine: the first is read back
+    more = config.updated({"protocol": {"trials": 2}})
+    result = run_experiment(data, more, tmp_path / "run", progress=False, report=False)
+    assert sorted(set(result.results["trial"])) == [0, 1]
+
+
+def test_trial_ts_test_is_the_tsmodel_of_that_seed(data, tmp_path):
+    """T-S (test) of a trial is exactly TSModel.fit with the trial's seed and source 'test'."""
+    from serdistill.ensemble import TSModel
+
+    config = Config.from_dict({**TINY, "attributes": ["arousal"], "baseline": {"enabled": False},
+                               "protocol": {"trials": 1, "settings": ["ts_test"]}})
+    result = run_experiment(data, config, tmp_path / "run", progress=False, report=False)
+    normaliser = data.normaliser()
+    X, y = data.arrays("train", attributes=("arousal",), normaliser=normaliser)
+    Xd, yd = data.arrays("development", attributes=("arousal",), normaliser=normaliser)
+    Xt, yt = data.arrays("test", attributes=("arousal",), normaliser=normaliser)
+    model = TSModel(config.updated({"seed": trial_seed(config, 0), "unlabelled": {"source": "test"}}))
+    model.fit(X, y, Xd, yd, X_unlabelled=Xt)
+    from serdistill.metrics import ccc
+    expected = ccc(model.predict(Xt)[:, 0].astype(float), yt[:, 0].astype(float))
+    got = result.results.query("setting == 'ts_test'")["ccc"].item()
+    assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_collect_reads_what_was_written(data, tmp_path):
+    config = Config.from_dict({**TINY, "protocol": {"trials": 1, "settings": ["baseline", "teachers", "ts_test"]}})
+    run_experiment(data, config, tmp_path / "run", progress=False, report=False)
+    results, grid, consistency = collect(tmp_path / "run", config)
+    assert set(results["setting"]) == {"baseline", "teachers", "ts_test"}
+    assert set(consistency["who"]) == {"teachers", "students"}
+    assert len(consistency) == 2 * 2 * 24  # attributes x who x test segments
