@@ -100,8 +100,10 @@ class MLP(nn.Module):
         self.dropout = float(dropout)
         self.out_dim = int(out_dim)
         widths = (self.in_dim, *self.hidden)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.output = nn.Linear(self.hidden[-1], self.out_dim)
+        # skip_init: nn.Linear's own initialisation would draw from torch's global generator;
+        # reset_parameters below draws every weight from ``generator`` instead
+        self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.output = nn.utils.skip_init(nn.Linear, self.hidden[-1], self.out_dim)
         self.register_buffer("output_scale", torch.ones(self.out_dim))
         self.register_buffer("output_shift", torch.zeros(self.out_dim))
         self.reset_parameters(init, generator)

@@ -1,0 +1,387 @@
+"""The estimators: TSModel, the ensembles, unlabelled data selection, state and resumable grids."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import serdistill.ensemble as ensemble
+from serdistill.config import Config, UnlabelledConfig
+from serdistill.ensemble import (
+    Baseline,
+    StudentEnsemble,
+    TeacherEnsemble,
+    TSModel,
+    _dev_score,
+    _stacked_predict,
+    select_unlabelled,
+    summarise_teachers,
+)
+from serdistill.errors import ConfigError
+from serdistill.metrics import ccc
+from serdistill.models import MLP
+
+D = 12
+TINY = {
+    "attributes": ["arousal", "valence"],
+    "train": {"batch_size": 16},
+    "baseline": {"hidden": [16, 16], "epochs": 3},
+    "teacher": {"hidden": [16, 16], "dropouts": [0.3, 0.5], "epochs": 4, "lr": 0.01},
+    "mc": {"passes": 6},
+    "student": {"hidden": [16], "epochs": 3, "lr": 0.003, "alphas": [0.3], "betas": [0.6]},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: fast on tiny matrices on a shared machine, and a fixed thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_split(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, D)).astype(np.float32)
+    y = np.stack([4 + X[:, 0] + 0.3 * rng.normal(size=n), 4 + X[:, 1] - X[:, 2] + 0.3 * rng.normal(size=n)], 1)
+    return X, y.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_split(96, 0)
+    X_dev, y_dev = make_split(48, 1)
+    X_test, y_test = make_split(40, 2)
+    return X, y, X_dev, y_dev, X_test, y_test
+
+
+def tiny(**changes) -> Config:
+    return Config.from_dict(TINY).updated(changes)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, y, X_dev, y_dev, X_test, _ = data
+    return TSModel(tiny()).fit(X, y, X_dev, y_dev, X_unlabelled=X_test)
+
+
+# --- TSModel ----------------------------------------------------------------------------
+
+
+def test_tsmodel_predict_shapes(fitted, data):
+    X_test = data[4]
+    mean = fitted.predict(X_test)
+    assert mean.shape == (40, 2) and mean.dtype == np.float32 and np.isfinite(mean).all()
+    mean2, std = fitted.predict(X_test, return_std=True)
+    np.testing.assert_array_equal(mean, mean2)
+    assert std.shape == (40, 2) and (std >= 0).all() and std.max() > 0  # two students disagree somewhat
+    t_mean, t_std = fitted.predict_teachers(X_test, return_std=True)
+    assert t_mean.shape == t_std.shape == (40, 2) and t_std.min() > 0
+    assert fitted.predict_baseline(X_test).shape == (40, 2)
+    out = fitted.predict_all(X_test)
+    for key in ("student_members", "teacher_members", "teacher_members_std", "teacher_one_pass"):
+        assert out[key].shape == (2, 40, 2), key
+    np.testing.assert_allclose(out["students"], mean, atol=1e-6)
+    np.testing.assert_allclose(out["students_std"], std, atol=1e-6)
+    np.testing.assert_allclose(out["student_members"].mean(axis=0), mean, atol=1e-6)
+
+
+def test_tsmodel_records_what_it_did(fitted):
+    assert fitted.attributes_ == ["arousal", "valence"]
+    assert fitted.alpha_ == {"arousal": 0.3, "valence": 0.3} and fitted.beta_ == {"arousal": 0.6, "valence": 0.6}
+    assert fitted.unlabelled_["n"] == 40 and fitted.unlabelled_["source"] == "test"
+    for name in ("arousal", "valence"):
+        history = fitted.history_[name]
+        assert len(history["baseline"]) == 3 and len(history["teachers"]) == 2
+        assert all(len(h) == 4 for h in history["teachers"]) and all(len(h) == 3 for h in history["students"])
+        assert set(fitted.dev_ccc_[name]) >= {"baseline", "teachers", "students"}
+
+
+def test_tsmodel_learns_something(data):
+    X, y, X_dev, y_dev, X_test, y_test = data
+    config = tiny(attributes=["arousal"], baseline={"enabled": False}, teacher={"epochs": 20}, student={"epochs": 20})
+    model = TSModel(config).fit(X, y[:, :1], X_dev, y_dev[:, :1], X_unlabelled=X_test)
+    assert ccc(model.predict(X_test)[:, 0], y_test[:, 0]) > 0.7  # about 0.83 here
+    assert ccc(model.predict_teachers(X_test)[:, 0], y_test[:, 0]) > 0.5
+
+
+def test_tsmodel_multi_task(data):
+    X, y, X_dev, y_dev, X_test, _ = data
+    model = TSModel(tiny(task="multi", baseline={"enabled": False}, unlabelled={"source": "none"})).fit(X, y, X_dev, y_dev)
+    mean, std = model.predict(X_test, return_std=True)
+    assert mean.shape == std.shape == (40, 2)
+    assert list(model.alpha_) == ["arousal+valence"]
+    assert np.isnan(model.predict_baseline(X_test)).all()
+
+
+def test_tsmodel_errors(data):
+    X, y, X_dev, y_dev, X_test, _ = data
+    with pytest.raises(ConfigError, match="not fitted"):
+        TSModel(tiny()).predict(X_test)
+    with pytest.raises(ConfigError, match="X_unlabelled"):
+        TSModel(tiny()).fit(X, y, X_dev, y_dev)
+    with pytest.raises(ValueError, match="one column per attribute"):
+        TSModel(tiny()).fit(X, y[:, :1], X_dev, y_dev[:, :1], X_unlabelled=X_test)
+    with pytest.raises(ConfigError, match="Config"):
+        TSModel({"seed": 1}).fit(X, y, X_dev, y_dev, X_unlabelled=X_test)
+
+
+def test_tsmodel_nan_labels_are_skipped_per_attribute(data):
+    X, y, X_dev, y_dev, X_test, _ = data
+    y = y.copy()
+    y[:10, 1] = np.nan
+    config = tiny(baseline={"enabled": False}, unlabelled={"source": "none"}, student={"epochs": 1},
+                  teacher={"epochs": 1})
+    model = TSModel(config).fit(X, y, X_dev, y_dev)
+    assert np.isfinite(model.predict(X_test)).all()
+
+
+# --- state ------------------------------------------------------------------------------
+
+
+def test_state_dict_round_trip(fitted, data):
+    X_test = data[4]
+    clone = TSModel.from_state_dict(fitted.state_dict())
+    a, b = fitted.predict_all(X_test), clone.predict_all(X_test)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert clone.alpha_ == fitted.alpha_ and clone.grid_ == json.loads(json.dumps(fitted.grid_))
+
+
+def test_save_load_round_trip(fitted, data, tmp_path):
+    X_test = data[4]
+    fitted.save(tmp_path / "model")
+    assert (tmp_path / "model" / "model.json").is_file() and (tmp_path / "model" / "weights.pt").is_file()
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["config"]["teacher"]["dropouts"] == [0.3, 0.5]
+    loaded = TSModel.load(tmp_path / "model")
+    for get in (lambda m: m.predict(X_test, return_std=True),
+                lambda m: m.predict_teachers(X_test, return_std=True),
+                lambda m: (m.predict_baseline(X_test),)):
+        for x, y in zip(get(fitted), get(loaded)):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ConfigError, match="not a saved TSModel"):
+        TSModel.load(tmp_path / "nothing")
+
+
+def test_from_state_dict_checks_format(fitted):
+    state = fitted.state_dict()
+    state["meta"]["format"] = 99
+    with pytest.raises(ConfigError, match="format"):
+        TSModel.from_state_dict(state)
+
+
+# --- unlabelled data --------------------------------------------------------------------
+
+
+def test_select_unlabelled_none_and_test(data):
+    X_test = data[4]
+    X_u, info = select_unlabelled(UnlabelledConfig(source="none"), X_test=X_test)
+    assert X_u is None and info["n"] == 0
+    X_u, info = select_unlabelled(UnlabelledConfig(source="test"), X_test=X_test)
+    assert X_u is X_test and info == {"source": "test", "n": 40, "indices": None}
+    with pytest.raises(ConfigError, match="test features"):
+        select_unlabelled(UnlabelledConfig(source="test"))
+
+
+def test_select_unlabelled_pool(data, caplog):
+    X_test = data[4]
+    pool = np.arange(300 * 3, dtype=np.float32).reshape(300, 3)
+    config = UnlabelledConfig(source="unlabeled")
+    X_u, info = select_unlabelled(config, X_test=X_test, X_pool=pool, seed=0)
+    assert X_u.shape == (40, 3) and info["n"] == 40 and info["source"] == "unlabeled"
+    idx = np.array(info["indices"])
+    assert len(set(idx.tolist())) == 40 and (np.diff(idx) > 0).all() and idx.max() < 300
+    np.testing.assert_array_equal(X_u, pool[idx])
+    again, info_again = select_unlabelled(config, X_test=X_test, X_pool=pool, seed=0)
+    other, info_other = select_unlabelled(config, X_test=X_test, X_pool=pool, seed=1)
+    assert info_again["indices"] == info["indices"]  # same seed, same draw
+    assert info_other["indices"] != info["indices"]  # a new trial, a new draw
+    sized, _ = select_unlabelled(UnlabelledConfig(source="unlabeled", size=7), X_test=X_test, X_pool=pool)
+    assert len(sized) == 7
+    with caplog.at_level(logging.WARNING):
+        everything, _ = select_unlabelled(UnlabelledConfig(source="unlabeled", size=500), X_pool=pool)
+    assert len(everything) == 300 and "pool has 300" in caplog.text
+
+
+def test_select_unlabelled_needs_a_pool(data):
+    for pool in (None, np.zeros((0, 3), np.float32)):
+        with pytest.raises(ConfigError, match="pool of unannotated segments.*source = 'test'"):
+            select_unlabelled(UnlabelledConfig(source="unlabeled"), X_test=data[4], X_pool=pool)
+    with pytest.raises(ConfigError, match="size"):
+        select_unlabelled(UnlabelledConfig(source="unlabeled"), X_pool=np.zeros((5, 3), np.float32))
+
+
+def test_keep_fraction_keeps_lowest_std(data, monkeypatch):
+    X, y, X_dev, y_dev, X_test, _ = data
+    seen = {}
+    fit = StudentEnsemble.fit
+
+    def spy(self, *args, X_unlabelled=None, **kwargs):
+        seen[len(seen)] = X_unlabelled
+        return fit(self, *args, X_unlabelled=X_unlabelled, **kwargs)
+
+    monkeypatch.setattr(StudentEnsemble, "fit", spy)
+    config = tiny(attributes=["arousal"], baseline={"enabled": False}, unlabelled={"keep_fraction": 0.25})
+    model = TSModel(config).fit(X, y[:, :1], X_dev, y_dev[:, :1], X_unlabelled=X_test)
+    kept = seen[0]
+    assert kept.shape == (10, D) and model.unlabelled_["kept"] == {"arousal": 10}
+    # the teachers' pooled std (N teachers x T passes) of every candidate, recomputed
+    _, std = model.predict_teachers(X_test, return_std=True)
+    order = np.argsort(std[:, 0], kind="stable")
+    expected = X_test[np.sort(order[:10])]
+    np.testing.assert_array_equal(kept, expected)
+    assert std[order[:10], 0].max() <= std[order[10:], 0].min()
+
+
+# --- teachers ---------------------------------------------------------------------------
+
+
+def test_teacher_ensemble_mc(data):
+    X, y, X_dev, y_dev, X_test, _ = data
+    teachers = TeacherEnsemble(tiny()).fit(X, y[:, :1], X_dev, y_dev[:, :1])
+    assert len(teachers.models_) == 2 and [m.dropout for m in teachers.models_] == [0.3, 0.5]
+    emb = teachers.embed(X_test)
+    assert emb.shape == (2, 40, 16)
+    np.testing.assert_array_equal(emb, teachers.embed(X_test))  # deterministic
+    assert not np.allclose(emb[0], emb[1])
+    mean, std = teachers.predict(X_test, return_std=True)
+    assert mean.shape == std.shape == (40,)
+    results = teachers.mc_predict(X_test)
+    np.testing.assert_allclose(mean, np.mean([r.prediction[:, 0] for r in results], axis=0), atol=1e-5)
+    pooled = np.concatenate([r.samples[:, :, 0] for r in results])  # (N·T, n)
+    np.testing.assert_allclose(std, pooled.std(axis=0), atol=1e-5)
+    m2, s2 = summarise_teachers(results, return_std=True)
+    np.testing.assert_array_equal(m2, mean)
+
+
+def test_baseline_estimator(data):
+    X, y, X_dev, y_dev, X_test, _ = data
+    baseline = Baseline(tiny()).fit(X, y[:, 0], X_dev, y_dev[:, 0])
+    assert baseline.predict(X_test).shape == (40,) and len(baseline.history_) == 3
+    with pytest.raises(ValueError, match="features"):
+        baseline.predict(X_test[:, :5])
+
+
+# --- students ---------------------------------------------------------------------------
+
+
+def _student_inputs(data, N: int = 2):
+    X, y, X_dev, y_dev, X_test, _ = data
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(N, D, 16)).astype(np.float32)
+    return dict(X=X, y=y[:, :1], X_dev=X_dev, y_dev=y_dev[:, :1],
+                embeddings=np.maximum(np.einsum("nd,kdh->knh", X, W), 0),
+                X_unlabelled=X_test, embeddings_unlabelled=np.maximum(np.einsum("nd,kdh->knh", X_test, W), 0))
+
+
+GRID = {"alphas": [0.1, 0.9], "betas": [0.2, 0.8], "epochs": 2}
+
+
+def test_student_grid_picks_best_dev_pair(data):
+    inputs = _student_inputs(data)
+    students = StudentEnsemble(tiny(student=GRID)).fit(**inputs)
+    assert [(r["alpha"], r["beta"]) for r in students.grid_] == [(0.1, 0.2), (0.1, 0.8), (0.9, 0.2), (0.9, 0.8)]
+    best = max(students.grid_, key=lambda r: r["dev_ccc"])
+    assert (students.alpha_, students.beta_) == (best["alpha"], best["beta"])
+    assert students.dev_ccc_ == best["dev_ccc"]
+    # the kept students are the best pair's: their ensemble scores that pair's dev CCC
+    score = _dev_score(students.predict(inputs["X_dev"]).reshape(-1, 1), inputs["y_dev"])
+    assert score == pytest.approx(best["dev_ccc"], abs=1e-6)
+    assert len({round(r["dev_ccc"], 6) for r in students.grid_}) > 1  # the grid points differ
+    assert students.n_unlabelled_ == 40
+    mean, std = students.predict(inputs["X_dev"], return_std=True)
+    assert mean.shape == std.shape == (48,)
+    members = students.predict_members(inputs["X_dev"])
+    assert members.shape == (2, 48, 1)
+    np.testing.assert_allclose(std, members[:, :, 0].std(axis=0), atol=1e-6)
+
+
+def test_student_fixed_pair(data):
+    students = StudentEnsemble(tiny(student=GRID), alpha=0.5, beta=0.5).fit(**_student_inputs(data))
+    assert len(students.grid_) == 1 and (students.alpha_, students.beta_) == (0.5, 0.5)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_student_grid_resume_reuses_finished_points(data, tmp_path, monkeypatch):
+    inputs = _student_inputs(data)
+    config = tiny(student=GRID)
+    full = StudentEnsemble(config).fit(**inputs)
+
+    calls = []
+    fit_student = ensemble.fit_student
+
+    def counting(*args, **kwargs):
+        calls.append((kwargs["alpha"], kwargs["beta"]))
+        return fit_student(*args, **kwargs)
+
+    monkeypatch.setattr(ensemble, "fit_student", counting)
+
+    def stop_at_third_point(info):
+        if (info["alpha"], info["beta"]) == (0.9, 0.2):
+            raise Stop
+
+    with pytest.raises(Stop):
+        StudentEnsemble(config, on_epoch=stop_at_third_point, checkpoint_dir=tmp_path).fit(**inputs)
+    done = json.loads((tmp_path / "grid.json").read_text())
+    assert sorted(done) == ["a0.1_b0.2", "a0.1_b0.8"]
+    calls.clear()
+    resumed = StudentEnsemble(config, checkpoint_dir=tmp_path).fit(**inputs)
+    assert sorted(set(calls)) == [(0.9, 0.2), (0.9, 0.8)]  # only the unfinished points trained
+    assert len(calls) == 4  # 2 points x 2 students
+    assert [(r["alpha"], r["beta"]) for r in resumed.grid_] == [(r["alpha"], r["beta"]) for r in full.grid_]
+    assert [r["dev_ccc"] for r in resumed.grid_] == pytest.approx([r["dev_ccc"] for r in full.grid_], abs=1e-7)
+    assert (resumed.alpha_, resumed.beta_) == (full.alpha_, full.beta_)
+    np.testing.assert_array_equal(resumed.predict(inputs["X_dev"]), full.predict(inputs["X_dev"]))
+
+    # a third run finds everything done: no training, the best students come from disk
+    calls.clear()
+    again = StudentEnsemble(config, checkpoint_dir=tmp_path).fit(**inputs)
+    assert calls == []
+    np.testing.assert_array_equal(again.predict(inputs["X_dev"]), full.predict(inputs["X_dev"]))
+    assert (again.alpha_, again.beta_) == (full.alpha_, full.beta_)
+
+
+def test_student_input_checks(data):
+    inputs = _student_inputs(data)
+    with pytest.raises(ValueError, match="embeddings must be"):
+        StudentEnsemble(tiny()).fit(**{**inputs, "embeddings": inputs["embeddings"][:, :10]})
+    with pytest.raises(ValueError, match="embeddings_unlabelled"):
+        StudentEnsemble(tiny()).fit(**{**inputs, "embeddings_unlabelled": None})
+
+
+def test_stacked_predict_equals_each_model():
+    gen = torch.Generator().manual_seed(0)
+    models = [MLP(D, (16, 8), out_dim=2, init="torch", generator=gen).set_output_scaling(2.0, 3.0).eval()
+              for _ in range(3)]
+    X = np.random.default_rng(0).normal(size=(20, D)).astype(np.float32)
+    stacked = _stacked_predict(models, X, rows=7)
+    assert stacked.shape == (3, 20, 2)
+    with torch.no_grad():
+        for i, m in enumerate(models):
+            np.testing.assert_allclose(stacked[i], m(torch.from_numpy(X)).numpy(), atol=1e-5)
+
+
+def test_student_predict_follows_weight_changes(data):
+    """predict reuses packed weights between calls, but never stale ones."""
+    inputs = _student_inputs(data)
+    students = StudentEnsemble(tiny(student=GRID), alpha=0.5, beta=0.5).fit(**inputs)
+    X_dev = inputs["X_dev"]
+    before = students.predict_members(X_dev)
+    np.testing.assert_array_equal(before, students.predict_members(X_dev))
+    with torch.no_grad():
+        students.models_[1].output.weight.mul_(2.0)  # in place
+    after = students.predict_members(X_dev)
+    np.testing.assert_array_equal(after[0], before[0])
+    assert not np.allclose(after[1], before[1])
+    np.testing.assert_allclose(after, _stacked_predict(students.models_, X_dev), atol=1e-6)
+    students.models_ = students.models_[::-1]  # new list, other order
+    np.testing.assert_array_equal(students.predict_members(X_dev), after[::-1])

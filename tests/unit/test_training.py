@@ -1,0 +1,344 @@
+"""Training loops: the student loss, the batch schedule, seeds, checkpoints and resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from serdistill.config import StudentConfig, TeacherConfig, TrainConfig
+from serdistill.errors import ConfigError
+from serdistill.metrics import ccc
+from serdistill.training import (
+    batch_schedule,
+    batches,
+    derive_seed,
+    fit_baseline,
+    fit_student,
+    fit_teacher,
+    predict_mlp,
+    student_loss,
+)
+from serdistill.config import BaselineConfig
+
+D = 10
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: fast on tiny matrices on a shared machine, and a fixed thread count
+    (bit-identical results are promised for the same seed *and* thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_data(n: int, *, seed: int = 0, d: int = D, noise: float = 0.1):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (4.0 + X[:, 0] - 0.5 * X[:, 1] + 0.3 * X[:, 2] * X[:, 3] + noise * rng.normal(size=n)).astype(np.float32)
+    return X, y
+
+
+@pytest.fixture
+def data():
+    X, y = make_data(80, seed=0)
+    X_dev, y_dev = make_data(40, seed=1)
+    return X, y, X_dev, y_dev
+
+
+TEACHER = TeacherConfig(hidden=(16, 16), lr=0.01, momentum=0.9, epochs=6)
+STUDENT = StudentConfig(hidden=(16,), lr=0.003, epochs=5)
+TRAIN = TrainConfig(batch_size=16)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --- student_loss -----------------------------------------------------------------------
+
+
+def test_student_loss_labelled_by_hand():
+    prediction = torch.tensor([[1.0], [2.0], [4.0]])
+    labels = torch.tensor([[1.0], [3.0], [5.0]])
+    hidden = torch.tensor([[0.0, 1.0], [2.0, 2.0], [1.0, 0.0]])
+    target = torch.tensor([[1.0, 1.0], [2.0, 0.0], [1.0, 3.0]])
+    # MSE over all 6 entries: (1 + 0 + 0 + 4 + 0 + 9) / 6 = 14/6
+    mse = 14.0 / 6.0
+    # CCC: means 7/3 and 3; var_p = (16/9 + 1/9 + 25/9)/3 = 14/9, var_y = (4 + 0 + 4)/3 = 8/3,
+    # cov = ((-4/3)(-2) + (-1/3)(0) + (5/3)(2))/3 = (8/3 + 10/3)/3 = 2; (mean gap)² = 4/9
+    c = 2 * 2 / (14 / 9 + 8 / 3 + 4 / 9)
+    assert c == pytest.approx(ccc(prediction.numpy()[:, 0], labels.numpy()[:, 0]))
+    loss = student_loss(prediction, hidden, target, alpha=0.3, beta=0.7, labels=labels)
+    assert float(loss) == pytest.approx(0.3 * (1 - c) + 0.7 * mse, abs=1e-5)
+    # the weights really weigh: swapping them changes the value
+    swapped = student_loss(prediction, hidden, target, alpha=0.7, beta=0.3, labels=labels)
+    assert float(swapped) == pytest.approx(0.7 * (1 - c) + 0.3 * mse, abs=1e-5)
+    assert abs(float(swapped) - float(loss)) > 0.1
+
+
+def test_student_loss_unlabelled_is_mse_only():
+    prediction = torch.tensor([[1.0], [2.0], [4.0]])
+    hidden = torch.tensor([[0.0, 1.0], [2.0, 2.0], [1.0, 0.0]])
+    target = torch.tensor([[1.0, 1.0], [2.0, 0.0], [1.0, 3.0]])
+    for alpha in (0.1, 0.9):
+        loss = student_loss(prediction, hidden, target, alpha=alpha, beta=0.4)
+        assert float(loss) == pytest.approx(0.4 * 14.0 / 6.0, abs=1e-6)
+
+
+def test_student_loss_gradients_reach_both_layers():
+    prediction = torch.tensor([[1.0], [2.0], [4.0]], requires_grad=True)
+    hidden = torch.tensor([[0.0, 1.0], [2.0, 2.0], [1.0, 0.0]], requires_grad=True)
+    target = torch.zeros(3, 2)
+    student_loss(prediction, hidden, target, alpha=0.5, beta=0.5, labels=torch.tensor([[1.0], [3.0], [2.0]])).backward()
+    assert prediction.grad.abs().sum() > 0 and hidden.grad.abs().sum() > 0
+    prediction.grad, hidden.grad = None, None
+    student_loss(prediction, hidden, target, alpha=0.5, beta=0.5).backward()
+    assert prediction.grad is None and hidden.grad.abs().sum() > 0
+
+
+# --- batches and the schedule -----------------------------------------------------------
+
+
+def test_batches_cover_once_and_merge_a_last_single():
+    g = torch.Generator().manual_seed(0)
+    out = batches(33, 8, generator=g)
+    assert [len(b) for b in out] == [8, 8, 8, 9]
+    assert sorted(torch.cat(out).tolist()) == list(range(33))
+    assert [len(b) for b in batches(34, 8, generator=g)] == [8, 8, 8, 8, 2]
+    assert [len(b) for b in batches(1, 8, generator=g)] == [1]
+
+
+@pytest.mark.parametrize("n_l, n_u", [(50, 23), (23, 50), (40, 40), (9, 100)])
+def test_batch_schedule_alternates_and_covers_longer_stream_once(n_l, n_u):
+    B = 8
+    steps = batch_schedule(n_l, n_u, B, generator=torch.Generator().manual_seed(1))
+    kinds = [k for k, _ in steps]
+    assert kinds == ["unlabelled", "labelled"] * (len(steps) // 2)
+    lab = torch.cat([i for k, i in steps if k == "labelled"]).tolist()
+    unl = torch.cat([i for k, i in steps if k == "unlabelled"]).tolist()
+    n_batches_l, n_batches_u = len(batches(n_l, B, generator=torch.Generator())), len(batches(n_u, B, generator=torch.Generator()))
+    assert len(steps) == 2 * max(n_batches_l, n_batches_u)
+    longer, n_longer, shorter, n_shorter = (lab, n_l, unl, n_u) if n_batches_l >= n_batches_u else (unl, n_u, lab, n_l)
+    assert sorted(longer) == list(range(n_longer))  # exactly once
+    assert set(shorter) == set(range(n_shorter))  # the shorter one cycled: all seen, some twice
+    assert all(0 <= i < n_l for i in lab) and all(0 <= i < n_u for i in unl)
+
+
+def test_batch_schedule_cycles_shorter_stream_with_fresh_permutations():
+    steps = batch_schedule(64, 16, 8, generator=torch.Generator().manual_seed(2))
+    unl = [i.tolist() for k, i in steps if k == "unlabelled"]
+    assert len(unl) == 8
+    first, second = sum(unl[:2], []), sum(unl[2:4], [])
+    assert sorted(first) == sorted(second) == list(range(16))
+    assert any(sum(unl[2 * j:2 * j + 2], []) != first for j in range(1, 4))  # not the same order every time
+
+
+def test_batch_schedule_without_unlabelled():
+    steps = batch_schedule(20, 0, 8, generator=torch.Generator().manual_seed(0))
+    assert [k for k, _ in steps] == ["labelled"] * 3  # 8, 8, 4
+    assert sorted(torch.cat([i for _, i in steps]).tolist()) == list(range(20))
+
+
+def test_batch_schedule_is_seeded():
+    a = batch_schedule(30, 50, 8, generator=torch.Generator().manual_seed(3))
+    b = batch_schedule(30, 50, 8, generator=torch.Generator().manual_seed(3))
+    c = batch_schedule(30, 50, 8, generator=torch.Generator().manual_seed(4))
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
+    assert not all(torch.equal(x, y) for (_, x), (_, y) in zip(a, c))
+
+
+def test_derive_seed_streams():
+    assert derive_seed(0, "a") == derive_seed(0, "a")
+    assert len({derive_seed(0, "a"), derive_seed(0, "b"), derive_seed(1, "a"), derive_seed(0, "a", 1)}) == 4
+    assert 0 <= derive_seed(2**40, "x", 3) < 2**63
+
+
+# --- seeds ------------------------------------------------------------------------------
+
+
+def test_teacher_same_seed_identical(data):
+    X, y, X_dev, y_dev = data
+    a = fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=TEACHER, train=TRAIN, seed=3)
+    b = fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=TEACHER, train=TRAIN, seed=3)
+    c = fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=TEACHER, train=TRAIN, seed=4)
+    assert_same_weights(weights(a.model), weights(b.model))
+    np.testing.assert_array_equal(predict_mlp(a.model, X_dev), predict_mlp(b.model, X_dev))
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert not torch.equal(a.model.layers[0].weight, c.model.layers[0].weight)
+    assert not np.allclose(predict_mlp(a.model, X_dev), predict_mlp(c.model, X_dev))
+
+
+def test_student_same_seed_identical(data):
+    X, y, X_dev, y_dev = data
+    rng = np.random.default_rng(0)
+    target, X_u = rng.random((len(X), 16)).astype(np.float32), rng.normal(size=(30, D)).astype(np.float32)
+    target_u = rng.random((30, 16)).astype(np.float32)
+    kwargs = dict(target=target, alpha=0.5, beta=0.5, X_unlabelled=X_u, target_unlabelled=target_u,
+                  config=STUDENT, train=TRAIN)
+    a = fit_student(X, y, X_dev, y_dev, seed=1, **kwargs)
+    b = fit_student(X, y, X_dev, y_dev, seed=1, **kwargs)
+    c = fit_student(X, y, X_dev, y_dev, seed=2, **kwargs)
+    assert_same_weights(weights(a.model), weights(b.model))
+    assert not torch.equal(a.model.layers[0].weight, c.model.layers[0].weight)
+    assert all(np.isfinite(h["loss_unlabelled"]) for h in a.history)
+
+
+def test_no_global_rng_touched(data):
+    X, y, X_dev, y_dev = data
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=TEACHER.__class__(hidden=(8,), epochs=1), train=TRAIN)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --- learning ---------------------------------------------------------------------------
+
+
+def test_teacher_overfits_a_tiny_set():
+    X, y = make_data(32, seed=5, noise=0.5)
+    config = TeacherConfig(hidden=(64, 64), lr=0.05, momentum=0.9, epochs=150)
+    result = fit_teacher(X, y, X, y, dropout=0.1, config=config, train=TrainConfig(batch_size=8), seed=0)
+    train_ccc = ccc(predict_mlp(result.model, X)[:, 0], y)
+    assert train_ccc > 0.97
+    assert result.history[0]["train_loss"] > 0.3 > result.history[-1]["train_loss"]
+    # and it predicts on the labels' scale (standardised labels are mapped back)
+    assert abs(float(predict_mlp(result.model, X).mean()) - float(y.mean())) < 0.2
+
+
+def test_student_learns_the_embedding(data):
+    X, y, X_dev, y_dev = data
+    W = np.random.default_rng(3).normal(size=(D, 16)).astype(np.float32)
+    target = np.maximum(X @ W, 0)
+    config = StudentConfig(hidden=(16,), lr=0.01, epochs=20)
+    result = fit_student(X, y, X_dev, y_dev, target=target, alpha=0.1, beta=0.9, config=config, train=TRAIN)
+    losses = [h["loss_labelled"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    _, hidden = predict_mlp(result.model, X, hidden=True)
+    assert hidden.shape == (len(X), 16)
+    assert np.mean((hidden - target) ** 2) < np.mean((target - target.mean(0)) ** 2)
+
+
+def test_student_rejects_a_wrong_embedding_width(data):
+    X, y, X_dev, y_dev = data
+    with pytest.raises(ValueError, match="must match"):
+        fit_student(X, y, X_dev, y_dev, target=np.zeros((len(X), 8), np.float32), alpha=0.5, beta=0.5,
+                    config=STUDENT, train=TRAIN)
+    with pytest.raises(ValueError, match="target_unlabelled"):
+        fit_student(X, y, X_dev, y_dev, target=np.zeros((len(X), 16), np.float32), alpha=0.5, beta=0.5,
+                    X_unlabelled=X[:5], config=STUDENT, train=TRAIN)
+
+
+def test_nan_labels_rejected(data):
+    X, y, X_dev, y_dev = data
+    y = y.copy()
+    y[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=TEACHER, train=TRAIN)
+
+
+# --- best epoch -------------------------------------------------------------------------
+
+
+def test_best_dev_epoch_is_kept(data):
+    X, y, X_dev, _ = data
+    # a development set whose labels run against the training relation: learning the
+    # training set makes development CCC worse, so an early epoch must be the best one
+    y_dev = (4.0 - X_dev[:, 0] + 0.5 * X_dev[:, 1]).astype(np.float32)
+    seen = []
+    result = fit_teacher(X, y, X_dev, y_dev, dropout=0.2, config=TeacherConfig(hidden=(16, 16), lr=0.02, momentum=0.9, epochs=8),
+                         train=TRAIN, seed=0, on_epoch=lambda info: seen.append(info))
+    scores = [h["dev_ccc"] for h in result.history]
+    assert len(scores) == 8 and [s["epoch"] for s in seen] == list(range(1, 9))
+    assert result.best_epoch == int(np.argmax(scores)) + 1 < 8
+    assert result.best_score == pytest.approx(max(scores))
+    assert scores[-1] < result.best_score - 0.05
+    # the returned model is the best epoch's, not the last one's
+    assert ccc(predict_mlp(result.model, X_dev)[:, 0], y_dev) == pytest.approx(result.best_score, abs=1e-5)
+    assert seen[-1]["best_epoch"] == result.best_epoch and seen[-1]["best_dev_ccc"] == result.best_score
+    assert not result.model.training
+
+
+def test_baseline_uses_its_config(data):
+    X, y, X_dev, y_dev = data
+    result = fit_baseline(X, y, X_dev, y_dev, config=BaselineConfig(hidden=(8, 8, 8), dropout=0.3, epochs=2),
+                          train=TRAIN)
+    assert result.model.hidden == (8, 8, 8) and result.model.dropout == 0.3
+    assert len(result.history) == 2
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(epoch: int):
+    def hook(info):
+        if info["epoch"] == epoch:
+            raise Stop
+
+    return hook
+
+
+@pytest.mark.parametrize("every, stop", [(1, 4), (2, 3), (3, 5)])
+def test_teacher_resume_gives_the_same_weights(tmp_path, data, every, stop):
+    X, y, X_dev, y_dev = data
+    train = TrainConfig(batch_size=16, checkpoint_every=every)
+    kwargs = dict(dropout=0.5, config=TEACHER, train=train, seed=9)
+    full = fit_teacher(X, y, X_dev, y_dev, **kwargs)
+    path = tmp_path / "teacher.pt"
+    with pytest.raises(Stop):
+        fit_teacher(X, y, X_dev, y_dev, checkpoint=path, on_epoch=stop_at(stop), **kwargs)
+    assert path.is_file()
+    epochs_run = []
+    resumed = fit_teacher(X, y, X_dev, y_dev, checkpoint=path, on_epoch=lambda i: epochs_run.append(i["epoch"]), **kwargs)
+    # resumed after the last checkpoint before the interruption
+    assert epochs_run[0] == (stop - 1) // every * every + 1 and epochs_run[-1] == TEACHER.epochs
+    assert_same_weights(weights(full.model), weights(resumed.model))
+    assert [h["dev_ccc"] for h in full.history] == [h["dev_ccc"] for h in resumed.history]
+    assert (full.best_epoch, full.best_score) == (resumed.best_epoch, resumed.best_score)
+    # a finished checkpoint resumes to the end without training again
+    again = fit_teacher(X, y, X_dev, y_dev, checkpoint=path, on_epoch=stop_at(1), **kwargs)
+    assert_same_weights(weights(full.model), weights(again.model))
+
+
+def test_student_resume_gives_the_same_weights(tmp_path, data):
+    X, y, X_dev, y_dev = data
+    rng = np.random.default_rng(1)
+    kwargs = dict(target=rng.random((len(X), 16)).astype(np.float32), alpha=0.4, beta=0.6,
+                  X_unlabelled=rng.normal(size=(50, D)).astype(np.float32),
+                  target_unlabelled=rng.random((50, 16)).astype(np.float32),
+                  config=STUDENT, train=TRAIN, seed=2)
+    full = fit_student(X, y, X_dev, y_dev, **kwargs)
+    path = tmp_path / "student.pt"
+    with pytest.raises(Stop):
+        fit_student(X, y, X_dev, y_dev, checkpoint=path, on_epoch=stop_at(3), **kwargs)
+    resumed = fit_student(X, y, X_dev, y_dev, checkpoint=path, **kwargs)
+    assert_same_weights(weights(full.model), weights(resumed.model))  # NAdam state restored too
+    assert len(resumed.history) == STUDENT.epochs
+
+
+def test_mismatched_checkpoint_raises(tmp_path, data):
+    X, y, X_dev, y_dev = data
+    path = tmp_path / "teacher.pt"
+    config = TeacherConfig(hidden=(16, 16), epochs=2)
+    fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=config, train=TRAIN, checkpoint=path)
+    with pytest.raises(ConfigError, match="different run.*lr"):
+        fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=TeacherConfig(hidden=(16, 16), epochs=2, lr=0.01),
+                    train=TRAIN, checkpoint=path)
+    with pytest.raises(ConfigError, match="dropout"):
+        fit_teacher(X, y, X_dev, y_dev, dropout=0.6, config=config, train=TRAIN, checkpoint=path)
+    with pytest.raises(ConfigError, match="n_train"):
+        fit_teacher(X[:60], y[:60], X_dev, y_dev, dropout=0.5, config=config, train=TRAIN, checkpoint=path)
+    # the same run reads it back fine
+    fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=config, train=TRAIN, checkpoint=path)
