@@ -262,7 +262,7 @@ class _GroupRun:
         key = (which, enabled)
         if key not in self._mc:
             teachers = self.teachers()
-            X = {"train": self.X, "test": self.X_test, "unlabeled": self.unlabeled()}[which]
+            X = self.unlabeled() if which == "unlabeled" else {"train": self.X, "test": self.X_test}[which]
             if enabled:  # the same mask streams as TSModel.fit
                 self._mc[key] = teachers.mc_predict(X)
             else:

@@ -117,6 +117,15 @@ def test_a_killed_run_resumes_without_recomputing(data, tmp_path):
     np.testing.assert_allclose(merged["ccc_x"], merged["ccc_y"], atol=1e-5)
 
 
+def test_without_an_unlabeled_split_the_rest_runs(tmp_path):
+    data = make_dataset({"train": 40, "development": 16, "test": 16})
+    config = Config.from_dict({**TINY, "attributes": ["arousal"], "protocol": {"trials": 1}})
+    result = run_experiment(data, config, tmp_path / "run", progress=False)
+    assert "ts_unlabeled" not in set(result.results["setting"])
+    assert len(set(result.results["setting"])) == 10
+    assert "no unlabeled split" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_a_run_folder_of_another_config_is_refused(data, tmp_path):
     config = Config.from_dict({**TINY, "protocol": {"trials": 1, "settings": ["baseline"]}})
     run_experiment(data, config, tmp_path / "run", progress=False, report=False)
