@@ -39,7 +39,7 @@ SD := $(VENV)/bin/serdistill
 demo: venv
 	$(SD) corpus synthetic $(DEMO_DIR)/corpus -o $(DEMO_DIR)/corpus/manifest.csv
 	$(SD) extract $(DEMO_DIR)/corpus/manifest.csv -o $(DEMO_DIR)/features.parquet
-	$(SD) train $(DEMO_DIR)/corpus/manifest.csv --config $(DEMO_CONFIG) --features $(DEMO_DIR)/features.parquet -o $(DEMO_DIR)/model
+	test -f $(DEMO_DIR)/model/bundle.json || $(SD) train $(DEMO_DIR)/corpus/manifest.csv --config $(DEMO_CONFIG) --features $(DEMO_DIR)/features.parquet -o $(DEMO_DIR)/model
 	$(SD) predict $(DEMO_DIR)/model $$(ls $(DEMO_DIR)/corpus/audio/*.wav | head -n 5) -o $(DEMO_DIR)/predictions.csv
 	@column -s, -t < $(DEMO_DIR)/predictions.csv 2>/dev/null || cat $(DEMO_DIR)/predictions.csv
 	$(SD) experiment $(DEMO_DIR)/corpus/manifest.csv --config $(DEMO_CONFIG) --features $(DEMO_DIR)/features.parquet -o $(DEMO_DIR)/run
