@@ -12,6 +12,8 @@ Modules are found by name, so adding a file is all it takes to register one.
 """
 from __future__ import annotations
 
+import serdistill  # noqa: F401  first: it sets OpenMP's passive waiting before torch loads, as the CLI does
+
 import importlib
 import pkgutil
 from types import ModuleType
