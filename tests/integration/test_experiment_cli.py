@@ -1,8 +1,6 @@
 """``serdistill experiment`` end to end on a tiny real subset of EmoDB (skipped when absent)."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -10,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serdistill.cli import main
+from clirun import run_cli as _run
+
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +18,6 @@ TINY = ["--set", "teacher.dropouts=[0.45, 0.55, 0.65]", "--set", "teacher.epochs
         "--set", "teacher.hidden=[64, 64]", "--set", "baseline.hidden=[64, 64]", "--set", "student.hidden=[64]",
         "--set", "mc.passes=8", "--set", "student.epochs=3", "--set", "student.alphas=[0.3, 0.7]",
         "--set", "student.betas=[0.5]", "--set", "train.batch_size=16"]
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

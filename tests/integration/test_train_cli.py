@@ -7,7 +7,6 @@ the audio again (cache hits).
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -20,8 +19,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from clirun import run_cli as _run
 from serdistill.bundle import FILES, load_bundle
-from serdistill.cli import main
 from serdistill.cli import train as train_cli
 from serdistill.feature_table import read_features
 from serdistill.manifest import read_manifest
@@ -43,13 +42,6 @@ TINY = ["--threads", "1", "--set", 'attributes=["arousal"]', "--set", "baseline.
         "--set", "mc.passes=5", "--set", "student.hidden=[32]", "--set", "student.epochs=3",
         "--set", "student.alphas=[0.5]", "--set", "student.betas=[0.5]", "--set", "train.checkpoint_every=1"]
 ARTIFACTS = ("file", "arousal", "valence", "dominance", "arousal_std", "valence_std", "dominance_std", "duration")
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

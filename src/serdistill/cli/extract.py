@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+
+from serdistill.cli.common import default_workers, positive_int
 
 DESCRIPTION = """\
 Extract openSMILE functionals (ComParE_2016, 6,373 values, by default) of every audio
@@ -24,20 +25,6 @@ examples:
   serdistill extract manifest.csv -o features.parquet --no-cache --on-error raise
 
 See docs/features.md for the checks, the cache and the normaliser."""
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -62,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--feature-set", default="compare", choices=["compare", "egemaps"],
                         help="compare: ComParE_2016, 6,373 values (default, as in the paper); "
                              "egemaps: eGeMAPSv02, 88 values")
-    workers = _default_workers()
-    parser.add_argument("--workers", type=_positive_int, default=workers, metavar="N",
+    workers = default_workers()
+    parser.add_argument("--workers", type=positive_int, default=workers, metavar="N",
                         help=f"processes extracting in parallel (default: the CPUs available, here {workers}; "
                              "use fewer on a shared machine)")
     cache = parser.add_mutually_exclusive_group()
