@@ -32,6 +32,8 @@ venv: deps $(STAMP)
 
 DEMO_DIR ?= demo
 DEMO_CONFIG ?= configs/quick.toml
+# 2 of the quick config's 3 trials keep the whole demo within 10 minutes on 2 cores
+DEMO_TRIALS ?= 2
 SD := $(VENV)/bin/serdistill
 # The main job on the embedded default corpus: build it, extract its features, train a model
 # bundle and predict a few files with it, then run the paper's protocol (quick config) and
@@ -42,7 +44,7 @@ demo: venv
 	test -f $(DEMO_DIR)/model/bundle.json || $(SD) train $(DEMO_DIR)/corpus/manifest.csv --config $(DEMO_CONFIG) --features $(DEMO_DIR)/features.parquet -o $(DEMO_DIR)/model
 	$(SD) predict $(DEMO_DIR)/model $$(ls $(DEMO_DIR)/corpus/audio/*.wav | head -n 5) -o $(DEMO_DIR)/predictions.csv
 	@column -s, -t < $(DEMO_DIR)/predictions.csv 2>/dev/null || cat $(DEMO_DIR)/predictions.csv
-	$(SD) experiment $(DEMO_DIR)/corpus/manifest.csv --config $(DEMO_CONFIG) --features $(DEMO_DIR)/features.parquet -o $(DEMO_DIR)/run
+	$(SD) experiment $(DEMO_DIR)/corpus/manifest.csv --config $(DEMO_CONFIG) --features $(DEMO_DIR)/features.parquet -o $(DEMO_DIR)/run --trials $(DEMO_TRIALS)
 
 test: venv
 	$(PY) -m pytest -q
