@@ -110,7 +110,8 @@ class Dataset:
 
 def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = None,
                  feature_set: str = "compare", cache_dir: PathLike | None = None,
-                 workers: int = 1, verbose: bool = True, require_train: bool = True) -> Dataset:
+                 workers: int = 1, verbose: bool = True, require_train: bool = True,
+                 engine: Any = None) -> Dataset:
     """The features of a manifest's files: read from ``features`` or extracted (cached).
 
     Args:
@@ -120,6 +121,7 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
         feature_set: the set to extract when ``features`` is not given.
         cache_dir: the feature cache (default: :func:`serdistill.cache.default_cache_dir`).
         workers: extraction processes.
+        engine: a :mod:`serdistill.engine` engine to extract on instead (chunks of files as tasks).
         verbose: progress bars.
         require_train: the manifest must have a train split.
 
@@ -137,10 +139,18 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
     else:
         from serdistill.cache import default_cache_dir
 
-        extractor = FeatureExtractor(feature_set, cache_dir=cache_dir or default_cache_dir(),
-                                     num_workers=workers, verbose=verbose)
-        table = extractor.process_files(manifest.files)
-        for rejection in extractor.rejected[:10]:
+        if engine is not None:
+            from serdistill.features import extract_files_with_engine
+
+            table, rejected, _ = extract_files_with_engine(
+                manifest.files, engine, feature_set=feature_set, cache_dir=cache_dir or default_cache_dir(),
+                verbose=verbose)
+        else:
+            extractor = FeatureExtractor(feature_set, cache_dir=cache_dir or default_cache_dir(),
+                                         num_workers=workers, verbose=verbose)
+            table = extractor.process_files(manifest.files)
+            rejected = extractor.rejected
+        for rejection in rejected[:10]:
             logger.warning("Rejected %s", rejection)
         source = "extraction"
     if table.index.has_duplicates:

@@ -57,6 +57,9 @@ from serdistill.training import (
 
 logger = logging.getLogger(__name__)
 STATE_FORMAT = 1
+#: Grid points whose students an engine trains at once: enough tasks to fill a few nodes,
+#: few enough that their weights (N students each) fit in this process's memory.
+ENGINE_GRID_POINTS = 8
 
 
 def _config(config: Config | None) -> Config:
@@ -157,14 +160,21 @@ class TeacherEnsemble:
     teacher: the mean embedding (the students' target), the mean prediction and its std.
 
     Args: as :class:`Baseline`; ``checkpoint_dir`` holds one checkpoint per teacher.
+        engine: a :mod:`serdistill.engine` engine to train the teachers on, one task each
+            (``engine.task_cpus`` torch threads per task); None (default) trains them here, one
+            after another. The teachers are the same either way for the same torch threads:
+            each has its own seed. With an engine, ``on_epoch`` gets each teacher's epochs when
+            it is finished.
     """
 
     def __init__(self, config: Config | None = None, *, seed: int | None = None,
-                 on_epoch: EpochHook | None = None, checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+                 on_epoch: EpochHook | None = None, checkpoint_dir: str | os.PathLike[str] | None = None,
+                 engine: Any = None) -> None:
         self.config = config
         self.seed = seed
         self.on_epoch = on_epoch
         self.checkpoint_dir = checkpoint_dir
+        self.engine = engine
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "TeacherEnsemble":
         config = _config(self.config)
@@ -173,19 +183,44 @@ class TeacherEnsemble:
         X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
         self.models_, self.histories_, self.dev_ccc_ = [], [], []
         N = len(config.teacher.dropouts)
-        for i, p in enumerate(config.teacher.dropouts):
-            name = f"teacher {i + 1}/{N} (p={p:g})"
-            logger.info("Training %s", name)
-            result = fit_teacher(X, y, X_dev, y_dev, dropout=p, config=config.teacher, train=config.train,
-                                 seed=derive_seed(self.seed_, "teacher", i), name=name,
-                                 on_epoch=_hook(self.on_epoch, stage="teacher", member=i),
-                                 checkpoint=_ckpt(self.checkpoint_dir, f"teacher{i}.pt"))
-            self.models_.append(result.model)
-            self.histories_.append(result.history)
-            self.dev_ccc_.append(result.best_score)
+        if self.engine is not None:
+            self._fit_on_engine(X, y, X_dev, y_dev, config)
+        else:
+            for i, p in enumerate(config.teacher.dropouts):
+                name = f"teacher {i + 1}/{N} (p={p:g})"
+                logger.info("Training %s", name)
+                result = fit_teacher(X, y, X_dev, y_dev, dropout=p, config=config.teacher, train=config.train,
+                                     seed=derive_seed(self.seed_, "teacher", i), name=name,
+                                     on_epoch=_hook(self.on_epoch, stage="teacher", member=i),
+                                     checkpoint=_ckpt(self.checkpoint_dir, f"teacher{i}.pt"))
+                self.models_.append(result.model)
+                self.histories_.append(result.history)
+                self.dev_ccc_.append(result.best_score)
         self.mc_ = config.mc
         self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]
         return self
+
+    def _fit_on_engine(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
+                       config: Config) -> None:
+        N = len(config.teacher.dropouts)
+        members = [(i, p, f"teacher {i + 1}/{N} (p={p:g})", derive_seed(self.seed_, "teacher", i),
+                    _ckpt(_absolute(self.checkpoint_dir), f"teacher{i}.pt"))
+                   for i, p in enumerate(config.teacher.dropouts)]
+        device = resolve_device(config.train.device)
+        threads = int(getattr(self.engine, "task_cpus", 1))
+        results = self.engine.map(
+            _fit_teacher_task, members, num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
+            shared={"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "config": config, "threads": threads})
+        for (i, p, *_), result in zip(members, results):
+            model = MLP(X.shape[1], config.teacher.hidden, dropout=p, out_dim=y.shape[1],
+                        generator=torch.Generator())  # its own generator: torch's global one is untouched
+            model.load_state_dict(result["state"])
+            self.models_.append(model.to(device).eval())
+            self.histories_.append(result["history"])
+            self.dev_ccc_.append(result["best_score"])
+            hook = _hook(self.on_epoch, stage="teacher", member=i)
+            for info in result["history"] if hook is not None else ():
+                hook(dict(info))
 
     def mc_predict(self, X: np.ndarray, *, embedding_std: bool = False) -> list[MCResult]:
         """Monte-Carlo dropout of every teacher on ``X`` (one :class:`MCResult` each).
@@ -212,6 +247,41 @@ class TeacherEnsemble:
         return summarise_teachers(self.mc_predict(X), return_std=return_std)
 
 
+def _fit_teacher_task(member: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
+                      config: Config, threads: int) -> dict[str, Any]:
+    """One engine task: teacher ``i`` with dropout ``p``; its best weights (on the CPU) and history."""
+    i, p, name, seed, checkpoint = member
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        # copies: arrays from Ray's object store are read-only
+        result = fit_teacher(np.array(X), np.array(y), np.array(X_dev), np.array(y_dev), dropout=p,
+                             config=config.teacher, train=config.train, seed=seed, name=name, checkpoint=checkpoint)
+    finally:
+        torch.set_num_threads(before)
+    return {"state": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+            "history": result.history, "best_epoch": result.best_epoch, "best_score": result.best_score}
+
+
+def _fit_student_task(job: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
+                      embeddings: np.ndarray, X_unlabelled: np.ndarray | None,
+                      embeddings_unlabelled: np.ndarray | None, config: Config, threads: int) -> dict[str, Any]:
+    """One engine task: student ``i`` at grid point (alpha, beta); its best weights and history."""
+    alpha, beta, i, name, seed, checkpoint = job
+    copy = lambda a: None if a is None else np.array(a)  # noqa: E731 (Ray's arrays are read-only)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = fit_student(copy(X), copy(y), copy(X_dev), copy(y_dev), target=copy(embeddings[i]), alpha=alpha,
+                             beta=beta, X_unlabelled=copy(X_unlabelled),
+                             target_unlabelled=None if embeddings_unlabelled is None else copy(embeddings_unlabelled[i]),
+                             config=config.student, train=config.train, seed=seed, name=name, checkpoint=checkpoint)
+    finally:
+        torch.set_num_threads(before)
+    return {"state": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+            "history": result.history, "best_epoch": result.best_epoch, "best_score": result.best_score}
+
+
 def summarise_teachers(results: Sequence[MCResult], *, return_std: bool = False
                        ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Mean over teachers of MC means, and the pooled std over all N x T outputs."""
@@ -234,17 +304,21 @@ class StudentEnsemble:
             each student starts from the same weights at every grid point).
         seed, on_epoch: as :class:`Baseline`.
         checkpoint_dir: resumable grid search: finished grid points and the best students.
+        engine: a :mod:`serdistill.engine` engine: every student of ``ENGINE_GRID_POINTS``
+            grid points at a time is one task (the embeddings go to each node once); the
+            points are then scored here in grid order, as without it. None (default): here.
     """
 
     def __init__(self, config: Config | None = None, *, alpha: float | None = None, beta: float | None = None,
                  seed: int | None = None, on_epoch: EpochHook | None = None,
-                 checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+                 checkpoint_dir: str | os.PathLike[str] | None = None, engine: Any = None) -> None:
         self.config = config
         self.alpha = alpha
         self.beta = beta
         self.seed = seed
         self.on_epoch = on_epoch
         self.checkpoint_dir = checkpoint_dir
+        self.engine = engine
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
             embeddings: np.ndarray, X_unlabelled: np.ndarray | None = None,
@@ -294,13 +368,19 @@ class StudentEnsemble:
             header = load_checkpoint(folder / "best.pt")  # type: ignore[operator]
             best_score, best_alpha, best_beta = float(header["score"]), float(header["alpha"]), float(header["beta"])
             on_disk = True
-        for alpha, beta in grid:
+        data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
+                "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled}
+        trained: dict[str, list[FitResult]] = {}
+        for g, (alpha, beta) in enumerate(grid):
             key = f"a{alpha:g}_b{beta:g}"
             if key in done:
                 self.grid_.append(done[key])
                 continue
+            if self.engine is not None and key not in trained:  # the next points, in parallel
+                upcoming = [(a, b) for a, b in grid[g:] if f"a{a:g}_b{b:g}" not in done][:ENGINE_GRID_POINTS]
+                trained = self._fit_on_engine(upcoming, data, config, seed, folder)
             tic = time.perf_counter()
-            results = [
+            results = trained.pop(key, None) or [
                 fit_student(X, y, X_dev, y_dev, target=embeddings[i], alpha=alpha, beta=beta,
                             X_unlabelled=X_unlabelled,
                             target_unlabelled=None if embeddings_unlabelled is None else embeddings_unlabelled[i],
@@ -342,6 +422,29 @@ class StudentEnsemble:
         self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]
         self.n_unlabelled_ = 0 if X_unlabelled is None else len(X_unlabelled)
         return self
+
+    def _fit_on_engine(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config,
+                       seed: int, folder: Path | None) -> dict[str, list[FitResult]]:
+        """Every student of ``points`` as one engine task each; ``{point key: results}``."""
+        N = len(data["embeddings"])
+        jobs = [(a, b, i, f"student {i + 1}/{N} (alpha={a:g}, beta={b:g})", derive_seed(seed, "student", i),
+                 _ckpt(_absolute(folder), f"a{a:g}_b{b:g}_s{i}.pt")) for a, b in points for i in range(N)]
+        device = resolve_device(config.train.device)
+        threads = int(getattr(self.engine, "task_cpus", 1))
+        out = self.engine.map(_fit_student_task, jobs, num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
+                              shared={**data, "config": config, "threads": threads})
+        trained: dict[str, list[FitResult]] = {}
+        d, k = data["X"].shape[1], data["y"].shape[1]
+        for (a, b, i, *_), result in zip(jobs, out):
+            model = MLP(d, config.student.hidden, out_dim=k, generator=torch.Generator())
+            model.load_state_dict(result["state"])
+            trained.setdefault(f"a{a:g}_b{b:g}", []).append(FitResult(
+                model=model.to(device).eval(), history=result["history"], best_epoch=result["best_epoch"],
+                best_score=result["best_score"]))
+            hook = _hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b)
+            for info in result["history"] if hook is not None else ():
+                hook(dict(info))
+        return trained
 
     @staticmethod
     def _new_member(d: int, k: int, config: Config) -> MLP:
@@ -480,6 +583,9 @@ class TSModel:
         config: the method's config (default: the paper's).
         on_epoch: progress hook; its dict carries ``group`` and ``stage`` besides the epoch's numbers.
         checkpoint_dir: where to keep resumable checkpoints (a rerun continues from them).
+        engine: a :mod:`serdistill.engine` engine to train each group's teachers and students
+            on, one task per model (see :class:`TeacherEnsemble`, :class:`StudentEnsemble`);
+            None (default) trains here.
 
     Attributes (after fit):
         attributes_: the predicted attributes (the columns of y and of predictions).
@@ -491,10 +597,11 @@ class TSModel:
     """
 
     def __init__(self, config: Config | None = None, *, on_epoch: EpochHook | None = None,
-                 checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+                 checkpoint_dir: str | os.PathLike[str] | None = None, engine: Any = None) -> None:
         self.config = config
         self.on_epoch = on_epoch
         self.checkpoint_dir = checkpoint_dir
+        self.engine = engine
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -568,8 +675,8 @@ class TSModel:
             baseline = Baseline(config, seed=seed, on_epoch=_hook(hook, stage="baseline"),
                                 checkpoint=_ckpt(folder, "baseline.pt")).fit(X_l, y_l, X_d, y_d)
             history["baseline"] = baseline.history_
-        teachers = TeacherEnsemble(config, seed=seed, on_epoch=hook,
-                                   checkpoint_dir=folder).fit(X_l, y_l, X_d, y_d)
+        teachers = TeacherEnsemble(config, seed=seed, on_epoch=hook, checkpoint_dir=folder,
+                                   engine=self.engine).fit(X_l, y_l, X_d, y_d)
         history["teachers"] = teachers.histories_
         logger.info("%s: Monte-Carlo dropout (%d passes) on %d training segments", name,
                     config.mc.passes if config.mc.enabled else 1, len(X_l))
@@ -585,7 +692,7 @@ class TSModel:
                 kept = np.sort(np.argsort(std, kind="stable")[: max(1, int(round(fraction * len(X_u))))])
                 X_u, emb_u = X_u[kept], emb_u[:, kept]
             self.unlabelled_["kept"][name] = len(X_u)
-        students = StudentEnsemble(config, seed=seed, on_epoch=hook,
+        students = StudentEnsemble(config, seed=seed, on_epoch=hook, engine=self.engine,
                                    checkpoint_dir=None if folder is None else folder / "students")
         students.fit(X_l, y_l, X_d, y_d, embeddings=embeddings, X_unlabelled=X_u, embeddings_unlabelled=emb_u)
         history["students"] = students.histories_
@@ -758,6 +865,11 @@ class TSModel:
 
 def _ckpt(folder: str | os.PathLike[str] | None, name: str) -> Path | None:
     return None if folder is None else Path(folder) / name
+
+
+def _absolute(folder: str | os.PathLike[str] | None) -> Path | None:
+    """``folder`` as an absolute path: engine tasks may run in another working directory."""
+    return None if folder is None else Path(folder).absolute()
 
 
 def _finite(value: Any) -> float | None:

@@ -131,7 +131,8 @@ def plan(config: Config, data: Dataset) -> tuple[list[str], dict[str, str]]:
 
 def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials: Sequence[int] | None = None,
                    progress: bool = True, meta: dict[str, Any] | None = None,
-                   report: bool = True, on_progress: ProgressHook | None = None) -> ExperimentResult:
+                   report: bool = True, on_progress: ProgressHook | None = None,
+                   engine: Any = None) -> ExperimentResult:
     """Run (or resume) the protocol on ``data`` into ``run_dir``; write the report.
 
     Args:
@@ -144,6 +145,11 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
         meta: extra facts for the report header (corpus, manifest, command).
         report: write the report at the end.
         on_progress: called with each epoch's dict (trial, group, setting, stage, member, epoch).
+        engine: a :mod:`serdistill.engine` engine to run the trials on, one task each
+            (``engine.task_cpus`` torch threads per task), all writing into ``run_dir`` (which
+            must be visible where they run); then this process reads them back and writes the
+            report. None (default) runs them here. The results are the same either way
+            (same seeds, same torch threads); ``on_progress`` is not called for engine tasks.
 
     Raises:
         ConfigError: the run folder holds a run with another config, or a split is missing.
@@ -162,6 +168,16 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
         if data.has("unlabeled") else None
     all_trials = list(range(config.protocol.trials))
     todo = all_trials if trials is None else [t for t in trials if t in all_trials]
+    if engine is not None and todo:
+        from serdistill.training import resolve_device
+
+        threads = int(getattr(engine, "task_cpus", 1))
+        gpus = 1 if resolve_device(config.train.device).type == "cuda" else 0
+        engine.map(_trial_task, todo, num_cpus=threads, num_gpus=gpus,
+                   shared={"data": data, "config": config, "run_dir": str(run_dir.absolute()),
+                           "meta": meta or {}, "threads": threads},
+                   desc="trials" if progress else None)
+        _prepare_run_dir(run_dir, config, data, meta or {})  # this machine's versions in meta.json
     groups = _groups(config)
     total = len(todo) * len(groups) * len(settings)
     bar = _bar(total, progress)
@@ -176,6 +192,19 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
     finally:
         bar.close()
     return _write_outputs(run_dir, config, settings, not_run, meta or {}, final=True, report=report)
+
+
+def _trial_task(trial: int, *, data: Dataset, config: Config, run_dir: str, meta: dict[str, Any],
+                threads: int) -> None:
+    """One engine task: trial ``trial`` into ``run_dir`` (its own ``trials/<trial>/`` folder)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run_experiment(data, config, run_dir, trials=[trial], progress=False, meta=meta, report=False)
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------

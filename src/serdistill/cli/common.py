@@ -59,9 +59,35 @@ def load_config_from_args(args: argparse.Namespace, overrides: Sequence[str] | N
     return config
 
 
-def load_data_from_args(args: argparse.Namespace, *, require_train: bool = True):
-    """The :class:`~serdistill.dataset.Dataset` of ``args.manifest``."""
+def load_data_from_args(args: argparse.Namespace, *, require_train: bool = True, engine=None):
+    """The :class:`~serdistill.dataset.Dataset` of ``args.manifest`` (extracted on ``engine`` if given)."""
     from serdistill.dataset import load_dataset
 
     return load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
-                        cache_dir=args.cache_dir, workers=args.workers, require_train=require_train)
+                        cache_dir=args.cache_dir, workers=args.workers, require_train=require_train,
+                        engine=engine)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, *, training: bool = True) -> None:
+    """``--engine``, ``--ray-address``, ``--ray-cpus`` and (``training``) ``--task-cpus``."""
+    group = parser.add_argument_group("engine", "where the work runs (see docs/scaling.md)")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this machine's processes (default); ray: tasks on a Ray cluster "
+                            "(needs pip install 'serdistill[ray]')")
+    group.add_argument("--ray-address", metavar="ADDRESS",
+                       help="an existing Ray cluster (e.g. 10.0.0.1:6379, or auto); default: start a local Ray")
+    group.add_argument("--ray-cpus", type=positive_int, metavar="N",
+                       help="CPUs of the local Ray started when --ray-address is not given (default: all)")
+    if training:
+        group.add_argument("--task-cpus", type=positive_int, default=1, metavar="N",
+                           help="CPUs (and torch threads) per training task with --engine ray (default: 1)")
+
+
+def engine_from_args(args: argparse.Namespace):
+    """The Ray engine of ``--engine ray``; None for ``local`` (the commands' own processes)."""
+    if getattr(args, "engine", "local") != "ray":
+        return None
+    from serdistill.engine import get_engine
+
+    return get_engine("ray", address=args.ray_address, num_cpus=args.ray_cpus,
+                      task_cpus=getattr(args, "task_cpus", 1))

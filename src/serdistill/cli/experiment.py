@@ -26,13 +26,14 @@ examples:
   serdistill experiment corpus/manifest.csv --config configs/quick.toml -o runs/quick
   serdistill experiment manifest.csv --config configs/paper.toml -o runs/paper --features features.parquet
   serdistill experiment manifest.csv --config configs/quick.toml -o runs/q --set protocol.trials=5
+  serdistill experiment manifest.csv --config configs/paper.toml -o /shared/runs/p --engine ray --ray-address auto
 
 See docs/experiment.md for what each setting does and how the work is shared."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``experiment`` command."""
-    from serdistill.cli.common import add_data_arguments, add_config_arguments
+    from serdistill.cli.common import add_config_arguments, add_data_arguments, add_engine_arguments
 
     parser = subparsers.add_parser(
         "experiment", help="run the paper's protocol (Table 1, Table 2, significance, report)",
@@ -46,11 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated settings to run (default: all), e.g. baseline,teachers,ts_test")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_arguments(parser)
+    add_engine_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from serdistill.cli.common import load_config_from_args, load_data_from_args
+    from serdistill.cli.common import engine_from_args, load_config_from_args, load_data_from_args
     from serdistill.experiment import run_experiment
     from serdistill.report import table1_markdown
 
@@ -61,9 +63,15 @@ def run(args: argparse.Namespace) -> int:
         names = [s.strip() for s in args.settings.split(",") if s.strip()]
         overrides.append("protocol.settings=[" + ", ".join(f'"{n}"' for n in names) + "]")
     config = load_config_from_args(args, overrides)
-    data = load_data_from_args(args)
-    meta = {"manifest": str(args.manifest), "command": "serdistill " + shlex.join(sys.argv[1:])}
-    result = run_experiment(data, config, args.output, progress=not args.no_progress, meta=meta)
+    engine = engine_from_args(args)  # --engine ray: extraction chunks and trials as Ray tasks
+    try:
+        data = load_data_from_args(args, engine=engine)
+        meta = {"manifest": str(args.manifest), "command": "serdistill " + shlex.join(sys.argv[1:])}
+        result = run_experiment(data, config, args.output, progress=not args.no_progress, meta=meta,
+                                engine=engine)
+    finally:
+        if engine is not None:
+            engine.close()
     print(f"\nReport: {result.report}")
     if len(result.results):
         print(table1_markdown(result.results, alpha=config.protocol.significance, not_run=result.not_run))

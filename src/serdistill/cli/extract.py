@@ -23,6 +23,7 @@ examples:
   serdistill extract corpus/manifest.csv -o features.parquet
   serdistill extract manifest.csv -o egemaps.parquet --feature-set egemaps --workers 2
   serdistill extract manifest.csv -o features.parquet --no-cache --on-error raise
+  serdistill extract manifest.csv -o features.parquet --engine ray --ray-address 10.0.0.1:6379
 
 See docs/features.md for the checks, the cache and the normaliser."""
 
@@ -66,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-truncated", action="store_true",
                         help="use WAV files whose header declares more audio than they hold (default: reject)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from serdistill.cli.common import add_engine_arguments
+
+    add_engine_arguments(parser, training=False)
     parser.set_defaults(func=run)
 
 
@@ -85,10 +89,14 @@ def run(args: argparse.Namespace) -> int:
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     feature_set = FeatureSet(args.feature_set)
     rejected_csv = rejections_path(args.output)
+    from serdistill.cli.common import engine_from_args
+
+    engine = engine_from_args(args)
     try:
         result = extract_manifest(
             manifest,
             output=None,
+            engine=engine,
             feature_set=feature_set,
             cache_dir=cache_dir,
             num_workers=args.workers,
@@ -102,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         if rejection is not None:
             write_rejections([rejection], rejected_csv)
         raise
+    finally:
+        if engine is not None:
+            engine.close()
     write_rejections(result.rejected, rejected_csv)
     stats = result.stats
     if len(result.features) == 0:

@@ -35,6 +35,7 @@ examples:
       --features emodb/features.parquet --set student.epochs=10 --set mc.passes=20
   serdistill train msp.csv --config configs/paper.toml -o msp.bundle --device cuda
   serdistill train manifest.csv --config configs/quick.toml -o m.bundle --set 'attributes=["arousal"]'
+  serdistill train manifest.csv --config configs/quick.toml -o m.bundle --engine ray --task-cpus 2
 
 --set takes section.key=value with TOML values (student.alphas=[0.5], unlabelled.source="none").
 Then: 'serdistill evaluate BUNDLE MANIFEST' and 'serdistill predict BUNDLE audio/ -o out.csv'."""
@@ -42,7 +43,7 @@ Then: 'serdistill evaluate BUNDLE MANIFEST' and 'serdistill predict BUNDLE audio
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` command."""
-    from serdistill.cli.common import add_config_arguments, add_data_arguments, positive_int
+    from serdistill.cli.common import add_config_arguments, add_data_arguments, add_engine_arguments, positive_int
 
     parser = subparsers.add_parser(
         "train", help="train teachers and students on a manifest; write a model bundle",
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="discard the checkpoints of an earlier, unfinished run and start afresh")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-model lines")
+    add_engine_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -84,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
     import shutil
 
     from serdistill.bundle import check_target, save_bundle
-    from serdistill.cli.common import load_config_from_args
+    from serdistill.cli.common import engine_from_args, load_config_from_args
     from serdistill.dataset import describe_features, load_dataset
     from serdistill.ensemble import TSModel
 
@@ -96,17 +98,21 @@ def _train(args: argparse.Namespace) -> int:
     if args.restart and folder.exists():
         shutil.rmtree(folder)
 
-    data = load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
-                        cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet)
-    arrays = _arrays(data, config, args.manifest)
-    _check_run(folder, config, arrays)
+    engine = engine_from_args(args)  # --engine ray: extraction chunks and teachers as Ray tasks
     progress = Progress(enabled=not args.quiet)
-    model = TSModel(config, on_epoch=progress, checkpoint_dir=folder)
     try:
+        data = load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
+                            cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet,
+                            engine=engine)
+        arrays = _arrays(data, config, args.manifest)
+        _check_run(folder, config, arrays)
+        model = TSModel(config, on_epoch=progress, checkpoint_dir=folder, engine=engine)
         model.fit(arrays["X"], arrays["y"], arrays["X_dev"], arrays["y_dev"],
                   X_unlabelled=arrays["X_unlabelled"], unlabelled_info=arrays["unlabelled_info"])
     finally:
         progress.close()
+        if engine is not None:
+            engine.close()
     seconds = time.perf_counter() - tic
     extra = {"data": {"manifest": str(Path(args.manifest).absolute()),
                       "features": None if args.features is None else str(Path(args.features).absolute()),
