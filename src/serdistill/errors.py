@@ -32,3 +32,7 @@ class ConfigError(SerdistillError, ValueError):
 
 class BundleError(SerdistillError, ValueError):
     """A model bundle is missing parts or does not fit the data or the installed versions."""
+
+
+class ResultsError(SerdistillError, ValueError):
+    """A results table (or grid, or consistency table) lacks columns or holds bad values."""

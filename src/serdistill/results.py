@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from serdistill.errors import SerdistillError
+from serdistill.errors import ResultsError
 from serdistill.io import write_json, write_text
 from serdistill.manifest import ATTRIBUTES
 from serdistill.settings import get_setting, order_settings
@@ -42,9 +42,6 @@ from serdistill.settings import get_setting, order_settings
 RESULT_COLUMNS: tuple[str, ...] = ("trial", "setting", "attribute", "ccc")
 RESULTS_SCHEMA = "serdistill-results/1"
 
-
-class ResultsError(SerdistillError, ValueError):
-    """A results table (or grid, or consistency table) lacks columns or holds bad values."""
 
 
 
