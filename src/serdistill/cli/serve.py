@@ -1,0 +1,53 @@
+"""``serdistill serve BUNDLE``: an HTTP service (and web page) predicting the emotion of uploaded audio."""
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Serve a bundle over HTTP (FastAPI + uvicorn): GET / is a web page to upload or record
+audio; GET /health describes the service; POST /predict takes a multipart upload in the
+field 'file' (WAV, FLAC, OGG or MP3) and answers JSON with arousal, valence, dominance,
+their std over the students (<attribute>_std) and the duration in seconds. Bad input
+(empty, not audio, too large, too long, too short, silent) gets a 4xx JSON answer
+{"detail", "kind"}. The model runs with onnxruntime when installed (exported in memory at
+start-up), else torch. Needs: pip install 'serdistill[serve]'."""
+
+EPILOG = """\
+examples:
+  serdistill serve emodb.bundle --port 8000
+  curl -F file=@speech.wav http://127.0.0.1:8000/predict"""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive; got {text}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command."""
+    parser = subparsers.add_parser(
+        "serve", help="serve a bundle over HTTP: /predict, /health and a web page",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bundle", metavar="BUNDLE", help="the bundle folder from 'serdistill train'")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--max-upload-mb", type=_positive_float, default=20.0, metavar="MB",
+                        help="largest accepted upload in MiB (default: 20)")
+    parser.add_argument("--max-seconds", type=_positive_float, default=60.0, metavar="S",
+                        help="longest accepted audio in seconds (default: 60)")
+    parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                        help="run the model with onnxruntime or torch (default: auto, onnxruntime when installed)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serdistill.export import require
+    from serdistill.serve import run as serve
+
+    require("fastapi", "uvicorn")
+    serve(args.bundle, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+          max_seconds=args.max_seconds, backend=args.backend, log_level="debug" if args.verbose else "info")
+    return 0
