@@ -22,14 +22,7 @@ from serdistill.engine import LocalEngine, RayEngine, get_engine  # noqa: E402
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
-TINY = {
-    "attributes": ["arousal", "valence"],
-    "train": {"batch_size": 16},
-    "baseline": {"hidden": [16, 16], "epochs": 3},
-    "teacher": {"hidden": [16, 16], "dropouts": [0.3, 0.5], "epochs": 3},
-    "mc": {"passes": 5},
-    "student": {"hidden": [16], "epochs": 3, "alphas": [0.3, 0.7], "betas": [0.5]},
-}
+from toy import TINY  # noqa: E402
 
 
 @pytest.fixture(scope="module")

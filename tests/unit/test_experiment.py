@@ -4,40 +4,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from serdistill.config import Config
 from serdistill.dataset import Dataset
 from serdistill.errors import ConfigError
 from serdistill.experiment import collect, plan, run_experiment, trial_seed
-from serdistill.manifest import Manifest
+from toy import TINY as BASE, make_dataset
 
-TINY = {
-    "attributes": ["arousal", "valence"],
-    "train": {"batch_size": 16},
-    "baseline": {"hidden": [16, 16], "epochs": 3},
-    "teacher": {"hidden": [16, 16], "dropouts": [0.3, 0.5], "epochs": 3},
-    "mc": {"passes": 5},
-    "student": {"hidden": [16], "epochs": 3, "alphas": [0.3, 0.7], "betas": [0.5]},
-    "protocol": {"trials": 2},
-}
-
-
-def make_dataset(n_per_split: dict[str, int], *, d: int = 12, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    rows, features = [], []
-    for split, n in n_per_split.items():
-        for i in range(n):
-            x = rng.normal(size=d).astype(np.float32)
-            labels = (4 + x[0] + 0.3 * rng.normal(), 4 + x[1] - x[2] + 0.3 * rng.normal(), 4 + x[3])
-            if split == "unlabeled":
-                labels = (np.nan, np.nan, np.nan)
-            rows.append({"file": f"{split}_{i}.wav", "speaker": f"{split}{i % 3}", "split": split,
-                         "arousal": labels[0], "valence": labels[1], "dominance": labels[2]})
-            features.append(x)
-    manifest = Manifest.from_frame(pd.DataFrame(rows), base="/nowhere", check_files=False)
-    return Dataset(manifest, np.stack(features), feature_set="toy")
+TINY = {**BASE, "protocol": {"trials": 2}}
 
 
 @pytest.fixture(scope="module")
