@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := espeak-ng sox libsndfile1
+DEB_PACKAGES := espeak-ng sox libsndfile1 chromium chromium-driver
 
 .PHONY: demo test bench deps venv clean
 
