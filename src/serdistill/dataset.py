@@ -29,6 +29,11 @@ import numpy as np
 from serdistill.errors import FeatureError, ManifestError
 from serdistill.manifest import ATTRIBUTES, Manifest, read_manifest
 from serdistill.normalise import Normaliser
+from serdistill.storage import disk_matrix, take_rows
+
+#: Raw feature matrices read from Parquet at least this large are held on disk (a memory-mapped
+#: file next to the Parquet table) instead of in memory; see :func:`load_dataset`.
+DISK_BYTES = 256 * 2**20
 
 logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
@@ -85,9 +90,9 @@ class Dataset:
                 f"{self.split_counts()}. Choose one of those splits."
             )
         keep = self.mask(split)
-        X = self.X[keep]
-        if normaliser is not None:
-            X = normaliser.transform(X)
+        rows = np.flatnonzero(keep)
+        # row blocks, never X[keep] whole: a split's raw copy is not made next to its normalised one
+        X = normaliser.transform(self.X, rows=rows) if normaliser is not None else take_rows(self.X, rows)
         y = self.manifest.table.loc[keep, list(attributes)].to_numpy(dtype=np.float32)
         return np.ascontiguousarray(X, dtype=np.float32), y
 
@@ -99,7 +104,7 @@ class Dataset:
         if not self.has("train"):
             raise ManifestError(f"{self._where()} has no train files with features; the normaliser "
                                 "is fitted on the train split. Add a train split.")
-        return Normaliser(clip=clip).fit(self.X[self.mask("train")])
+        return Normaliser(clip=clip).fit(self.X, rows=np.flatnonzero(self.mask("train")))
 
     def split_counts(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.manifest.table["split"].value_counts(sort=False).items()}
@@ -111,7 +116,7 @@ class Dataset:
 def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = None,
                  feature_set: str = "compare", cache_dir: PathLike | None = None,
                  workers: int = 1, verbose: bool = True, require_train: bool = True,
-                 engine: Any = None) -> Dataset:
+                 engine: Any = None, on_disk: bool | None = None) -> Dataset:
     """The features of a manifest's files: read from ``features`` or extracted (cached).
 
     Args:
@@ -124,16 +129,28 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
         engine: a :mod:`serdistill.engine` engine to extract on instead (chunks of files as tasks).
         verbose: progress bars.
         require_train: the manifest must have a train split.
+        on_disk: read ``features`` into a float32 matrix in an unlinked memory-mapped file
+            (next to ``features``, else in the temporary folder) instead of memory, so that
+            the raw matrix does not sit in memory beside the normalised splits; None (default):
+            when the matrix has at least :data:`DISK_BYTES` (256 MiB). Either way the values
+            are read column block by column block, without a ``DataFrame`` of the table;
+            :meth:`Dataset.normaliser` and :meth:`Dataset.arrays` read it in row blocks.
 
     Files without features (rejected at extraction, or absent from ``features``) are left out
     with a warning naming how many and the first few; if that leaves none, FeatureError.
     """
-    from serdistill.feature_table import read_features
+    from serdistill.feature_table import ParquetFeatures, read_features
     from serdistill.features import FeatureExtractor, feature_settings
 
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, require_train=require_train)
     if features is not None:
+        try:
+            stream = ParquetFeatures(features)
+        except ValueError:  # a layout the streaming reader does not handle
+            stream = None
+        if stream is not None:
+            return _load_parquet(manifest, stream, on_disk)
         table = read_features(features)
         source = str(features)
     else:
@@ -182,6 +199,50 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
             name = settings["feature_set"]
     return Dataset(kept, np.ascontiguousarray(X), feature_set=name, settings=settings,
                    feature_names=[str(c) for c in table.columns], dropped=dropped)
+
+
+def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Dataset:
+    """:func:`load_dataset` from a :class:`~serdistill.feature_table.ParquetFeatures`: the same
+    result as through :func:`~serdistill.feature_table.read_features`, one copy of the values."""
+    import pandas as pd
+
+    source = str(stream.path)
+    index = pd.Index(stream.files)
+    first = np.flatnonzero(~index.duplicated(keep="first"))
+    positions = index[first].get_indexer(manifest.files)
+    present = positions >= 0
+    dropped = [f for f, ok in zip(manifest.files, present) if not ok]
+    if dropped:
+        logger.warning("%d of %d file(s) have no features (from %s) and are left out, e.g. %s",
+                       len(dropped), len(manifest), source, ", ".join(dropped[:3]))
+    if not present.any():
+        raise FeatureError(
+            f"None of the {len(manifest)} files of {manifest.path or 'the manifest'} has features in {source}; "
+            "check that the feature table was extracted from this manifest."
+        )
+    rows = first[positions[present]]
+    shape = (len(rows), stream.shape[1])
+    X = None
+    if on_disk or (on_disk is None and shape[0] * shape[1] * 4 >= DISK_BYTES):
+        try:
+            X = disk_matrix(shape, directories=(stream.path.absolute().parent, None))
+        except OSError as err:
+            logger.warning("Could not hold the %d x %d feature matrix on disk (%s); reading it into memory.",
+                           shape[0], shape[1], err)
+    if X is None:
+        X = np.empty(shape, dtype=np.float32)
+    finite = stream.read_rows(rows, X)
+    if not finite.all():
+        bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
+        raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
+                           f"{', '.join(bad[:3])}; extract them again.")
+    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path)
+    settings = dict(stream.settings or {})
+    name = settings.get("feature_set")
+    if name is None:
+        name = "ComParE_2016" if X.shape[1] == 6373 else ("eGeMAPSv02" if X.shape[1] == 88 else f"{X.shape[1]} features")
+    return Dataset(kept, X, feature_set=name, settings=settings, feature_names=[str(c) for c in stream.names],
+                   dropped=dropped)
 
 
 def describe_features(data: Dataset) -> dict[str, Any]:

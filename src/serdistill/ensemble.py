@@ -339,7 +339,8 @@ class StudentEnsemble:
         if embeddings.ndim != 3 or embeddings.shape[1] != len(X):
             raise ValueError(f"embeddings must be (N, {len(X)}, H); got shape {embeddings.shape}.")
         keep = np.isfinite(y).all(axis=1)
-        X, y, embeddings = X[keep], y[keep], embeddings[:, keep]
+        if not keep.all():  # no copy of the (large) features when every row is labelled
+            X, y, embeddings = X[keep], y[keep], embeddings[:, keep]
         X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
         if X_unlabelled is not None and len(X_unlabelled):
             X_unlabelled = _check_X(X_unlabelled, "X_unlabelled", X.shape[1])

@@ -187,6 +187,7 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
                 group = _GroupRun(run_dir / "trials" / str(t) / _safe(name), config, t, name, columns,
                                   arrays, pool, settings, bar, on_progress)
                 group.run()
+                del group  # its copies of the features go before the next group makes its own
             if report:
                 _write_outputs(run_dir, config, settings, not_run, meta or {}, final=False)
     finally:
@@ -448,6 +449,8 @@ def _safe(name: str) -> str:
 
 def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = np.isfinite(y).all(axis=1)
+    if keep.all():  # no copy of the (large) features when every row is labelled
+        return X, y
     return X[keep], y[keep]
 
 

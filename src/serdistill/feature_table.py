@@ -90,6 +90,113 @@ def read_features(path: PathLike) -> pd.DataFrame:
     return frame
 
 
+#: Bytes of feature values read from Parquet at a time by :class:`ParquetFeatures`.
+CHUNK_BYTES = 64 * 2**20
+
+
+class ParquetFeatures:
+    """A feature table on disk, read straight into a float32 matrix, one block of columns at a time.
+
+    Opening reads only the ``file`` column, the column names and the settings; the values
+    are read by :meth:`read_rows`, per row group and per block of columns of about
+    :data:`CHUNK_BYTES`, into an array the caller gives (e.g. a
+    :func:`serdistill.storage.disk_matrix`): no ``DataFrame`` of 6,373 columns, no second
+    copy of the table. The values are those of :func:`read_features` (float32).
+
+    Attributes:
+        files: the ``file`` column, in table order.
+        names: the feature columns' names.
+        settings: the feature settings stored with the table.
+
+    Raises:
+        FeatureError: the file is missing or not a readable Parquet file.
+        ValueError: a layout this reader does not handle (non-float features, no string
+            ``file`` column): :func:`read_features` reads those.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        if not path.is_file():
+            raise FeatureError(f"Feature file {path} does not exist. Create it with 'serdistill extract MANIFEST -o {path}'.")
+        try:
+            self._file = pq.ParquetFile(path)
+            schema = self._file.schema_arrow
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise FeatureError(f"Feature file {path} is not a readable Parquet file ({err}); extract it again.") from err
+        meta = schema.metadata or {}
+        index_columns: list[str] = []
+        if b"pandas" in meta:
+            index_columns = [c for c in json.loads(meta[b"pandas"]).get("index_columns", []) if isinstance(c, str)]
+        if schema.names.count("file") != 1:
+            raise ValueError("no 'file' column, or several")
+        if not (pa.types.is_string(schema.field("file").type) or pa.types.is_large_string(schema.field("file").type)):
+            raise ValueError("the 'file' column is not text")
+        skip = {"file", *index_columns}
+        features = [(n, t) for n, t in zip(schema.names, schema.types) if n not in skip]
+        if not all(pa.types.is_floating(t) for _, t in features):
+            raise ValueError("non-float feature columns")
+        self.names = [n for n, _ in features]
+        self.path = path
+        try:
+            self.files = [str(f) for f in self._file.read(columns=["file"]).column(0).to_pylist()]
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise FeatureError(f"Feature file {path} is not a readable Parquet file ({err}); extract it again.") from err
+        own = meta.get(b"serdistill")
+        self.settings = json.loads(own) if own else {}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.files), len(self.names)
+
+    def read_rows(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Write rows ``rows`` of the table, in that order, into ``out`` (len(rows), d) float32.
+
+        Returns:
+            which rows of ``out`` are finite (bool, (len(rows),)).
+        """
+        from serdistill.storage import release_rows
+
+        rows = np.asarray(rows, dtype=np.int64)
+        finite = np.ones(len(rows), dtype=bool)
+        if len(rows) == 0:
+            return finite
+        start = 0
+        for group in range(self._file.num_row_groups):
+            size = self._file.metadata.row_group(group).num_rows
+            wanted = np.flatnonzero((rows >= start) & (rows < start + size))
+            if len(wanted):
+                source = rows[wanted] - start
+                step = max(1, CHUNK_BYTES // (4 * max(size, 1)))
+                lo, hi = int(wanted.min()), int(wanted.max()) + 1
+                for c0 in range(0, len(self.names), step):
+                    names = self.names[c0:c0 + step]
+                    try:
+                        table = self._file.read_row_group(group, columns=names)
+                    except Exception as err:  # pyarrow raises several types for a damaged file
+                        raise FeatureError(f"Feature file {self.path} is not a readable Parquet file ({err}); "
+                                           "extract it again.") from err
+                    block = np.empty((size, len(names)), dtype=np.float32)
+                    for j, column in enumerate(table.columns):
+                        block[:, j] = column.to_numpy()
+                    del table
+                    block = block[source]
+                    finite[wanted] &= np.isfinite(block).all(axis=1)
+                    out[wanted, c0:c0 + len(names)] = block
+                    del block
+                    release_rows(out, lo, hi)
+            start += size
+        try:  # give back what Arrow's allocator keeps of the column blocks
+            import pyarrow as pa
+
+            pa.default_memory_pool().release_unused()
+        except Exception:  # pragma: no cover - an allocator without it
+            pass
+        return finite
+
+
 def features_for(
     manifest: Manifest | Sequence[PathLike],
     table: pd.DataFrame,

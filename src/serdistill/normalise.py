@@ -15,6 +15,7 @@ import numpy as np
 
 from serdistill.errors import ConfigError
 from serdistill.feature_table import FeatureError
+from serdistill.storage import row_blocks
 
 _ROWS = 2048  # rows per block: keeps float64 temporaries small for 6,373-column tables
 _SHOWN = 10
@@ -54,8 +55,11 @@ class Normaliser:
     def __init__(self, *, clip: float | None = 10.0) -> None:
         self.clip = clip
 
-    def fit(self, X: Any) -> Normaliser:
+    def fit(self, X: Any, *, rows: np.ndarray | None = None) -> Normaliser:
         """Learn the mean and std of each column of the training features ``X`` (n, d).
+
+        ``rows`` (integer indices) fits on ``X[rows]`` without copying them: the same
+        statistics, read block by block (a :func:`serdistill.storage.disk_matrix` stays on disk).
 
         Raises:
             FeatureError: if ``X`` is not 2-D, is empty, or holds NaN or infinity (naming
@@ -68,16 +72,17 @@ class Normaliser:
             raise ConfigError(f"The 'clip' parameter of Normaliser must be a positive number or None; got {self.clip!r}.")
         names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
         values = _as_2d(X, "fit")
-        if len(values) == 0:
+        rows = None if rows is None else np.asarray(rows, dtype=np.intp)
+        n, d = (len(values) if rows is None else len(rows)), values.shape[1]
+        if n == 0:
             raise FeatureError("Normaliser.fit got 0 rows; expected the training features; check the train split.")
-        _check_finite(values, names, "the training data passed to Normaliser.fit")
-        n, d = values.shape
+        _check_finite(values, names, "the training data passed to Normaliser.fit", rows)
         mean = np.zeros(d)
-        for block in _blocks(values):
+        for block in _blocks(values, rows):
             mean += block.sum(axis=0, dtype=np.float64)
         mean /= n
         squares = np.zeros(d)
-        for block in _blocks(values):
+        for block in _blocks(values, rows):
             squares += np.square(block.astype(np.float64) - mean).sum(axis=0)
         std = np.sqrt(squares / n)
         constant = (std == 0) | (std <= 1e-6 * np.abs(mean))
@@ -89,8 +94,11 @@ class Normaliser:
         self.feature_names_in_ = names
         return self
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: Any, *, rows: np.ndarray | None = None) -> np.ndarray:
         """z-score ``X`` (n, d) with the training statistics: float32, clipped, 0 for constant features.
+
+        ``rows`` (integer indices) returns ``transform(X[rows])`` without copying those rows
+        first (row numbers in errors count within ``rows``).
 
         Raises:
             FeatureError: if the normaliser is not fitted, ``X`` has another number of
@@ -104,11 +112,15 @@ class Normaliser:
                 f"Normaliser.transform got {values.shape[1]} features per row; expected {self.n_features_in_}, "
                 "as in the training data; extract all data with the same feature set."
             )
-        _check_rows_finite(values)
-        out = np.empty(values.shape, dtype=np.float32)
+        rows = None if rows is None else np.asarray(rows, dtype=np.intp)
+        _check_rows_finite(values, rows)
+        out = np.empty((len(values) if rows is None else len(rows), values.shape[1]), dtype=np.float32)
         keep = ~self.constant_
-        for start in range(0, len(values), _ROWS):
-            z = (values[start : start + _ROWS].astype(np.float64) - self.mean_) / self.scale_
+        for i, block in enumerate(_blocks(values, rows)):
+            start = i * _ROWS
+            z = block.astype(np.float64)  # in place from here: one float64 block, the same values
+            z -= self.mean_
+            z /= self.scale_
             z[:, ~keep] = 0.0
             if self.clip is not None:
                 np.clip(z, -self.clip, self.clip, out=z)
@@ -164,14 +176,15 @@ def _as_2d(X: Any, where: str) -> np.ndarray:
     return values
 
 
-def _blocks(values: np.ndarray):
-    for start in range(0, len(values), _ROWS):
-        yield values[start : start + _ROWS]
+def _blocks(values: np.ndarray, rows: np.ndarray | None = None):
+    """Blocks of ``_ROWS`` rows of ``values`` (or of ``values[rows]``), in order."""
+    return row_blocks(values, rows, _ROWS)
 
 
-def _check_finite(values: np.ndarray, names: Sequence[str] | None, what: str) -> None:
+def _check_finite(values: np.ndarray, names: Sequence[str] | None, what: str,
+                  rows: np.ndarray | None = None) -> None:
     bad_counts = np.zeros(values.shape[1], dtype=np.int64)
-    for block in _blocks(values):
+    for block in _blocks(values, rows):
         bad_counts += (~np.isfinite(block)).sum(axis=0)
     columns = np.flatnonzero(bad_counts)
     if len(columns):
@@ -185,9 +198,9 @@ def _check_finite(values: np.ndarray, names: Sequence[str] | None, what: str) ->
         )
 
 
-def _check_rows_finite(values: np.ndarray) -> None:
-    bad_rows = [start + i for start in range(0, len(values), _ROWS)
-                for i in np.flatnonzero(~np.isfinite(values[start : start + _ROWS]).all(axis=1))]
+def _check_rows_finite(values: np.ndarray, rows: np.ndarray | None = None) -> None:
+    bad_rows = [b * _ROWS + i for b, block in enumerate(_blocks(values, rows))
+                for i in np.flatnonzero(~np.isfinite(block).all(axis=1))]
     if bad_rows:
         raise FeatureError(
             f"{len(bad_rows)} row(s) passed to Normaliser.transform hold NaN or infinity (rows "

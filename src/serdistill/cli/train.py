@@ -154,9 +154,11 @@ def _arrays(data: Any, config: Any, manifest: str) -> dict[str, Any]:
                 f"--set 'attributes={[a for a in attributes if a != attribute]}'."
             )
     source = config.unlabelled.source
-    X_test = data.arrays("test", attributes=attributes, normaliser=normaliser)[0] if data.has("test") else None
+    # only the splits the source reads (each is a normalised copy: 258 MB for MSP-Podcast's test set)
+    X_test = data.arrays("test", attributes=attributes, normaliser=normaliser)[0] \
+        if data.has("test") and source in ("test", "unlabeled") else None
     X_pool = data.arrays("unlabeled", attributes=attributes, normaliser=normaliser)[0] \
-        if data.has("unlabeled") else None
+        if data.has("unlabeled") and source == "unlabeled" else None
     if source == "test" and X_test is None:
         raise ConfigError(
             f"The config's [unlabelled] source is 'test', but manifest {manifest} has no test split "

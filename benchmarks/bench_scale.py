@@ -1,0 +1,381 @@
+"""MSP-Podcast size on this machine: unit costs measured, a trial and the paper's protocol extrapolated; peak memory.
+
+Synthetic features of the MSP-Podcast v1.6 partition sizes (34,280 train, 5,958
+development, 10,124 test, plus 10,124 unlabelled; 6,373 random float32 values each) are
+written once as a Parquet table with ``write_features`` (in a child process, so its memory
+does not count), then a second child process does what ``serdistill train`` and
+``serdistill experiment`` do before training, through the real code:
+``load_dataset(manifest, features=...)`` (the raw matrix on disk once it is >= 256 MiB),
+``Dataset.normaliser()`` and ``Dataset.arrays`` of the four splits. On those arrays it times,
+with the real training code:
+
+- ``fit_teacher`` and ``fit_baseline`` (4 x 512, dropout 0.5, SGD), one epoch on the first
+  ``--scale-steps`` batches of the train split, at the batch size of ``configs/paper.toml``
+  (256) and of ``configs/quick.toml`` (64);
+- ``fit_student`` (2 x 512, NAdam, Eq. 1), one epoch alternating unlabelled and labelled
+  batches (labelled and unlabelled rows in the ratio 34,280 : 10,124), same batch sizes;
+- the development scoring after each epoch (the whole development split, measured apart);
+- ``mc_dropout`` of one teacher, 100 and 30 passes, on ``--scale-mc-rows`` segments;
+- ``StudentEnsemble.predict`` of 5 students on the test split.
+
+A full epoch is extrapolated linearly from the measured steps (steps per epoch x time per
+step + the development scoring), MC passes linearly from the measured rows to
+train + test + unlabelled; a trial and the protocols are then sums of those unit costs
+(per attribute: the baseline, 5 teachers, MC of each teacher on train, test and unlabelled,
+and (grid points + 5) x 5 student fits; x 3 attributes; checkpoint writes and the
+deterministic "no MC dropout" passes are left out, a few seconds). Every row says whether
+it is measured or extrapolated. The memory row compares the child's peak RSS (``ru_maxrss``,
+from its start to its end: loading, normalising, all timings) with the feature matrix it
+loaded. ``--scale-fraction F`` shrinks every partition (a quick run; below 256 MiB the raw
+matrix is read into memory rather than held on disk).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+D = 6373
+#: MSP-Podcast v1.6 partitions (and as many unlabelled segments as the test set).
+SIZES = {"train": 34280, "development": 5958, "test": 10124, "unlabeled": 10124}
+TARGET_MEMORY = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scale")
+    group.add_argument("--scale-fraction", type=float, default=1.0, metavar="F",
+                       help="shrink every partition to this fraction (default 1: the v1.6 sizes)")
+    group.add_argument("--scale-steps", type=int, default=200, metavar="N",
+                       help="training steps timed per model kind and batch size (default 200)")
+    group.add_argument("--scale-mc-rows", type=int, default=8192, metavar="N",
+                       help="segments of the timed MC-dropout runs (default 8,192: one block of [mc] block_rows)")
+    group.add_argument("--scale-dir", type=Path, default=None, metavar="DIR",
+                       help="keep the synthetic Parquet table here and reuse it (default: a temporary folder, removed)")
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    fraction = float(getattr(args, "scale_fraction", 1.0))
+    if not 0 < fraction <= 1:
+        raise ValueError(f"--scale-fraction must be in (0, 1]; got {fraction}.")
+    sizes = {k: max(64, int(round(v * fraction))) for k, v in SIZES.items()}
+    steps = max(4, int(getattr(args, "scale_steps", 200)))
+    mc_rows = max(64, int(getattr(args, "scale_mc_rows", 8192)))
+    keep = getattr(args, "scale_dir", None)
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="serdistill-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        stem = "scale-" + "-".join(str(sizes[k]) for k in SIZES)
+        features, manifest = folder / f"{stem}.parquet", folder / f"{stem}.csv"
+        tic = time.perf_counter()
+        if not (features.is_file() and manifest.is_file()):
+            _child("write", {"sizes": sizes, "features": str(features), "manifest": str(manifest)})
+            print(f"  wrote {features} ({features.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - tic:.0f} s",
+                  flush=True)
+        result = _child("measure", {"features": str(features), "manifest": str(manifest), "steps": steps,
+                                    "mc_rows": mc_rows})
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    return _rows(result, sizes, fraction, steps, mc_rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Child processes
+
+
+def _child(kind: str, params: dict) -> dict:
+    """Run ``_main(kind, params)`` in a fresh Python: its peak memory is its own."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_scale", kind, json.dumps(params)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _maxrss() -> int:
+    """This process's peak resident memory, bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _write(params: dict) -> dict:
+    import pandas as pd
+
+    from serdistill.feature_table import write_features
+
+    sizes = params["sizes"]
+    n = sum(sizes.values())
+    rng = np.random.default_rng(0)
+    splits = np.concatenate([[k] * v for k, v in sizes.items()])
+    files = [f"/synthetic/scale/seg{i:06d}.wav" for i in range(n)]
+    labels = rng.uniform(1, 7, size=(n, 3))
+    labels[splits == "unlabeled"] = np.nan
+    frame = pd.DataFrame({"file": files, "speaker": [f"s{i % 1000}" for i in range(n)], "split": splits,
+                          "arousal": labels[:, 0], "valence": labels[:, 1], "dominance": labels[:, 2]})
+    frame.to_csv(params["manifest"], index=False)
+    X = np.empty((n, D), dtype=np.float32)
+    for start in range(0, n, 4096):  # openSMILE-like scales: a spread of means and stds
+        X[start:start + 4096] = rng.standard_normal((min(4096, n - start), D), dtype=np.float32)
+    X *= rng.uniform(0.1, 10, D).astype(np.float32)
+    X += rng.uniform(-5, 5, D).astype(np.float32)
+    table = pd.DataFrame(X, index=pd.Index(files, name="file"), columns=[f"f{j}" for j in range(D)], copy=False)
+    table.attrs["serdistill"] = {"feature_set": "ComParE_2016", "synthetic": True}
+    write_features(table, params["features"])
+    return {"rows": n}
+
+
+def _measure(params: dict) -> dict:
+    import pandas as pd
+    import torch
+
+    from benchmarks.bench_training import _peak
+    from serdistill.config import load_config
+    from serdistill.dataset import load_dataset
+    from serdistill.ensemble import StudentEnsemble
+    from serdistill.manifest import Manifest
+    from serdistill.mc_dropout import mc_dropout
+    from serdistill.models import MLP
+    from serdistill.storage import is_on_disk
+    from serdistill.training import fit_baseline, fit_student, fit_teacher, predict_mlp
+
+    out: dict = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    say = lambda text: print(f"  {text}", file=sys.stderr, flush=True)  # noqa: E731
+    rss0 = _maxrss()
+    tic = time.perf_counter()
+    manifest = Manifest.from_frame(pd.read_csv(params["manifest"]), check_files=False)
+    data = load_dataset(manifest, features=params["features"], verbose=False)
+    out["load_s"] = time.perf_counter() - tic
+    out["on_disk"] = is_on_disk(data.X)
+    out["matrix_bytes"] = int(data.X.nbytes)
+    out["rows"], out["dim"] = data.X.shape
+    tic = time.perf_counter()
+    normaliser = data.normaliser()
+    arrays = {s: data.arrays(s, normaliser=normaliser) for s in SIZES}
+    out["normalise_s"] = time.perf_counter() - tic
+    out["rss_start"], out["rss_loaded"] = rss0, _maxrss()
+    say(f"loaded {out['rows']} x {out['dim']} ({out['matrix_bytes'] / 1e9:.2f} GB, on disk: {out['on_disk']}) in "
+        f"{out['load_s']:.1f} s, normalised 4 splits in {out['normalise_s']:.1f} s; peak RSS {out['rss_loaded'] / 1e9:.2f} GB")
+
+    X, y = arrays["train"]
+    X_dev, y_dev = arrays["development"]
+    X_test, X_u = arrays["test"][0], arrays["unlabeled"][0]
+    y, y_dev = y[:, :1], y_dev[:, :1]
+    out["peak_gflop_s"] = _peak(torch)
+    say(f"fp32 matmul peak {out['peak_gflop_s']:.0f} GFLOP/s")
+    paper, quick = load_config(ROOT / "configs" / "paper.toml"), load_config(ROOT / "configs" / "quick.toml")
+    steps = params["steps"]
+    rng = np.random.default_rng(1)
+
+    def timed(fit, B: int, **kw) -> float:
+        """Seconds of one epoch of ``fit`` (its own clock) on the given rows, tiny development set."""
+        train = paper.train.__class__(**{**paper.train.to_dict(), "batch_size": B, "device": "cpu"})
+        seconds: list[float] = []
+        fit(train=train, seed=0, on_epoch=lambda info: seconds.append(info["seconds"]), **kw)
+        return seconds[0]
+
+    one = lambda section: section.__class__(**{**section.to_dict(), "epochs": 1})  # noqa: E731
+    tiny_dev = (X_dev[:16], y_dev[:16])
+    units: dict[str, float] = {}
+    for B in sorted({paper.train.batch_size, quick.train.batch_size}, reverse=True):
+        n = min(len(X), steps * B)
+        # warm-up: the first call of a shape pays allocations and kernel selection
+        fit_teacher(X[:4 * B], y[:4 * B], *tiny_dev, dropout=0.5, config=one(paper.teacher),
+                    train=paper.train.__class__(**{**paper.train.to_dict(), "batch_size": B}), seed=0)
+        s = timed(fit_teacher, B, X=X[:n], y=y[:n], X_dev=tiny_dev[0], y_dev=tiny_dev[1], dropout=0.5,
+                  config=one(paper.teacher))
+        units[f"teacher_step_{B}"] = s / math.ceil(n / B)
+        s = timed(fit_baseline, B, X=X[:n], y=y[:n], X_dev=tiny_dev[0], y_dev=tiny_dev[1], config=one(paper.baseline))
+        units[f"baseline_step_{B}"] = s / math.ceil(n / B)
+        n_l = min(len(X), max(B, steps * B // 2))
+        n_u = min(len(X_u), max(B, int(n_l * len(X_u) / len(X))))
+        target = rng.standard_normal((n_l, 512), dtype=np.float32)
+        target_u = rng.standard_normal((n_u, 512), dtype=np.float32)
+        s = timed(fit_student, B, X=X[:n_l], y=y[:n_l], X_dev=tiny_dev[0], y_dev=tiny_dev[1], target=target,
+                  alpha=0.5, beta=0.5, X_unlabelled=X_u[:n_u], target_unlabelled=target_u, config=one(paper.student))
+        units[f"student_step_{B}"] = s / (2 * max(math.ceil(n_l / B), math.ceil(n_u / B)))
+        say(f"batch {B}: teacher {1e3 * units[f'teacher_step_{B}']:.0f} ms/step, baseline "
+            f"{1e3 * units[f'baseline_step_{B}']:.0f} ms/step, student {1e3 * units[f'student_step_{B}']:.0f} ms/step "
+            f"({n} and {n_l} + {n_u} rows)")
+
+    teacher = MLP(D, paper.teacher.hidden, dropout=0.5, generator=torch.Generator().manual_seed(0)).eval()
+    student = MLP(D, paper.student.hidden, generator=torch.Generator().manual_seed(1)).eval()
+    for name, model in (("teacher", teacher), ("student", student)):
+        predict_mlp(model, X_dev[:256])
+        tic = time.perf_counter()
+        predict_mlp(model, X_dev)
+        units[f"dev_score_{name}"] = time.perf_counter() - tic
+    m = min(params["mc_rows"], len(X))
+    for passes in sorted({paper.mc.passes, quick.mc.passes}):
+        mc_dropout(teacher, X[:256], passes=passes)
+        tic = time.perf_counter()
+        mc_dropout(teacher, X[:m], passes=passes, block_rows=paper.mc.block_rows)
+        units[f"mc_row_{passes}"] = (time.perf_counter() - tic) / m
+        say(f"MC dropout, {passes} passes: {1e3 * units[f'mc_row_{passes}'] * 1000:.0f} ms per 1,000 segments ({m} timed)")
+    students = StudentEnsemble(paper)
+    students.models_ = [MLP(D, paper.student.hidden, generator=torch.Generator().manual_seed(10 + i)).eval()
+                        for i in range(len(paper.teacher.dropouts))]
+    students.n_features_in_, students.n_outputs_ = D, 1
+    students.predict(X_test[:64])
+    tic = time.perf_counter()
+    students.predict(X_test)
+    units["ensemble_predict_test"] = time.perf_counter() - tic
+    out["units"] = units
+    out["mc_rows"] = m
+    out["rss_peak"] = _maxrss()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The tables
+
+
+def _epoch(units: dict, kind: str, B: int, n: int, n_u: int = 0) -> float:
+    """Extrapolated seconds of one epoch: steps x time per step + development scoring."""
+    if kind == "student":
+        steps = 2 * max(math.ceil(n / B), math.ceil(n_u / B)) if n_u else math.ceil(n / B)
+        return steps * units[f"student_step_{B}"] + units["dev_score_student"]
+    return math.ceil(n / B) * units[f"{kind}_step_{B}"] + units["dev_score_teacher"]
+
+
+def protocol_cost(units: dict, config, sizes: dict[str, int]) -> dict[str, float]:
+    """Seconds of one trial of ``config`` (all attributes), by part, from the unit costs."""
+    B = config.train.batch_size
+    N = len(config.teacher.dropouts)
+    n, n_test, n_u = sizes["train"], sizes["test"], sizes["unlabeled"]
+    grid = len(config.student.alphas) * len(config.student.betas)
+    attributes = len(config.attributes)
+    top = int(round(0.75 * n_test))
+    student_epochs = (grid * _epoch(units, "student", B, n, n_test)        # ts_test grid
+                      + _epoch(units, "student", B, n, n_u)                 # ts_unlabeled
+                      + _epoch(units, "student", B, n + n_test)             # ts_pseudo
+                      + _epoch(units, "student", B, n, top)                 # ts_top75
+                      + _epoch(units, "student", B, n)                      # no unlabelled data
+                      + _epoch(units, "student", B, n, n_test))             # no MC dropout
+    parts = {
+        "baseline": config.baseline.epochs * _epoch(units, "baseline", B, n),
+        "teachers": N * config.teacher.epochs * _epoch(units, "teacher", B, n),
+        "mc": N * (n + n_test + n_u) * units[f"mc_row_{config.mc.passes}"],
+        "students": N * config.student.epochs * student_epochs,
+        "predict": (grid + 5) * units["ensemble_predict_test"],
+    }
+    return {k: attributes * v for k, v in parts.items()}
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _rows(result: dict, sizes: dict, fraction: float, steps: int, mc_rows: int) -> list[dict]:
+    from serdistill.config import load_config
+
+    u = result["units"]
+    paper, quick = load_config(ROOT / "configs" / "paper.toml"), load_config(ROOT / "configs" / "quick.toml")
+    Bp, Bq = paper.train.batch_size, quick.train.batch_size
+    n, n_test, n_u = sizes["train"], sizes["test"], sizes["unlabeled"]
+    size = f"{n} train + {sizes['development']} dev + {n_test} test + {n_u} unlabelled"
+    print(f"  {size} x {D}; {result['threads']} torch threads, {result['cpus']} CPUs; fraction {fraction:g}",
+          flush=True)
+    rows: list[dict] = [
+        {"item": "fp32 matmul peak (4096^3 torch.mm)", "how": "measured", "value": f"{result['peak_gflop_s']:.0f} GFLOP/s"},
+        {"item": f"load_dataset from Parquet ({result['rows']} x {result['dim']})", "how": "measured",
+         "seconds": result["load_s"]},
+        {"item": "normaliser + arrays of the 4 splits", "how": "measured", "seconds": result["normalise_s"]},
+    ]
+    for B in (Bp, Bq):
+        rows.append({"item": f"teacher step, batch {B}", "how": f"measured ({steps} steps)", "seconds": u[f"teacher_step_{B}"]})
+        rows.append({"item": f"baseline step, batch {B}", "how": f"measured ({steps} steps)", "seconds": u[f"baseline_step_{B}"]})
+        rows.append({"item": f"student step, batch {B}", "how": f"measured (~{steps} steps)", "seconds": u[f"student_step_{B}"]})
+    rows += [
+        {"item": f"development scoring, teacher ({sizes['development']} segments)", "how": "measured",
+         "seconds": u["dev_score_teacher"]},
+        {"item": f"development scoring, student ({sizes['development']} segments)", "how": "measured",
+         "seconds": u["dev_score_student"]},
+        {"item": f"StudentEnsemble.predict, 5 students x {n_test} test segments", "how": "measured",
+         "seconds": u["ensemble_predict_test"]},
+    ]
+    for B, label in ((Bp, "paper"), (Bq, "quick")):
+        rows.append({"item": f"teacher epoch, batch {B} ({label}), {n} segments + dev", "how": "extrapolated",
+                     "seconds": _epoch(u, "teacher", B, n)})
+        rows.append({"item": f"baseline epoch, batch {B} ({label})", "how": "extrapolated",
+                     "seconds": _epoch(u, "baseline", B, n)})
+        rows.append({"item": f"student epoch, batch {B} ({label}), {n} labelled + {n_test} unlabelled", "how": "extrapolated",
+                     "seconds": _epoch(u, "student", B, n, n_test)})
+    rows_mc = n + n_test + n_u
+    for passes in sorted({paper.mc.passes, quick.mc.passes}, reverse=True):
+        rows.append({"item": f"MC dropout, 1 teacher x {passes} passes x {rows_mc} segments", "how":
+                     f"extrapolated ({result['mc_rows']} segments timed)", "seconds": u[f"mc_row_{passes}"] * rows_mc})
+    for label, config in (("quick", quick), ("paper", paper)):
+        parts = protocol_cost(u, config, sizes)
+        trial = sum(parts.values())
+        detail = ", ".join(f"{k} {_hours(v)}" for k, v in parts.items())
+        rows.append({"item": f"one trial, {label} protocol (3 attributes): {detail}", "how": "extrapolated",
+                     "seconds": trial, "value": _hours(trial)})
+        trials = config.protocol.trials
+        rows.append({"item": f"{label} protocol, {trials} trials", "how": "extrapolated", "seconds": trial * trials,
+                     "value": _hours(trial * trials)})
+    matrix = result["matrix_bytes"]
+    peak = result["rss_peak"]
+    rows.append({"item": f"peak RSS after loading + normalising (matrix {matrix / 1e9:.2f} GB, on disk: {result['on_disk']})",
+                 "how": "measured", "value": f"{result['rss_loaded'] / 1e9:.2f} GB = {result['rss_loaded'] / matrix:.2f}x"})
+    rows.append({"item": "peak RSS of the whole measuring run (load, normalise, all timings)", "how": "measured",
+                 "value": f"{peak / 1e9:.2f} GB = {peak / matrix:.2f}x",
+                 "target": f"peak memory of the measuring run (load, normalise, timings; not a whole TSModel.fit) < "
+                           f"{TARGET_MEMORY:g}x the feature matrix (got {peak / 1e9:.2f} GB "
+                           f"for a {matrix / 1e9:.2f} GB matrix = {peak / matrix:.2f}x)",
+                 "passed": peak < TARGET_MEMORY * matrix})
+    if fraction < 1:  # the interpreter and torch (~0.8 GB) dwarf a small matrix: information only
+        rows[-1].pop("passed")
+        rows[-1]["target"] = "(information only with --scale-fraction < 1) " + rows[-1]["target"]
+    return rows
+
+
+def _load(params: dict) -> dict:
+    """Peak RSS of load_dataset + normaliser + arrays of the 4 splits alone, and a SHA-256 of the results.
+
+    Any serdistill works here (e.g. ``PYTHONPATH=/tmp/before/src`` for an older one), to
+    compare the memory of two versions on the same table and check their results are equal.
+    """
+    import hashlib
+
+    import pandas as pd
+
+    import serdistill
+    from serdistill.dataset import load_dataset
+    from serdistill.manifest import Manifest
+
+    out: dict = {"serdistill": serdistill.__file__, "rss_start": _maxrss()}
+    tic = time.perf_counter()
+    manifest = Manifest.from_frame(pd.read_csv(params["manifest"]), check_files=False)
+    data = load_dataset(manifest, features=params["features"], verbose=False)
+    out.update(load_s=time.perf_counter() - tic, rss_loaded=_maxrss(), matrix_bytes=int(data.X.nbytes))
+    tic = time.perf_counter()
+    normaliser = data.normaliser()
+    arrays = {s: data.arrays(s, normaliser=normaliser) for s in SIZES if data.has(s)}
+    out.update(normalise_s=time.perf_counter() - tic, rss_peak=_maxrss())
+    digest = hashlib.sha256(json.dumps(normaliser.to_dict()).encode())
+    for X, y in arrays.values():
+        digest.update(np.ascontiguousarray(X).tobytes())
+        digest.update(np.ascontiguousarray(y).tobytes())
+    out.update(sha256=digest.hexdigest(), peak_x_matrix=out["rss_peak"] / out["matrix_bytes"])
+    return out
+
+
+if __name__ == "__main__":
+    kind, params = sys.argv[1], json.loads(sys.argv[2])
+    result = {"write": _write, "measure": _measure, "load": _load}[kind](params)
+    print(json.dumps(result))

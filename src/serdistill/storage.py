@@ -1,0 +1,126 @@
+"""Feature matrices held on disk: a float32 array in a memory-mapped file, read in row blocks.
+
+A corpus the size of MSP-Podcast (50,362 segments x 6,373 ComParE features, 1.28 GB in
+float32) would otherwise sit in memory twice while it is normalised: raw, and z-scored per
+split. :func:`disk_matrix` gives an ordinary writable ``ndarray`` whose pages live in an
+unlinked file on disk (the file disappears with the array); code that streams over it in
+row blocks calls :func:`release_rows` after each block, which drops those pages from the
+process (``madvise(MADV_DONTNEED)``: the data stays in the file and the page cache, and
+is read back on the next access). For any other array both are no-ops, so the same code
+runs on in-memory arrays unchanged.
+
+Examples:
+    >>> X = disk_matrix((3, 4))
+    >>> X[:] = 1.0
+    >>> release_rows(X, 0, 3)
+    >>> float(X.sum())
+    12.0
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import tempfile
+from typing import Iterable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+PathLike = str | os.PathLike
+
+
+def disk_matrix(shape: tuple[int, int], dtype: type = np.float32,
+                directories: Iterable[PathLike | None] = (None,)) -> np.ndarray:
+    """A zero-filled writable array of ``shape`` backed by an unlinked file in the first usable directory.
+
+    ``None`` in ``directories`` stands for the system's temporary folder. The file's space
+    is reserved at once (``posix_fallocate``), so a full disk fails here with OSError rather
+    than later on a page fault.
+
+    Raises:
+        OSError: no directory could hold the file.
+    """
+    n, d = shape
+    size = max(1, int(n) * int(d) * np.dtype(dtype).itemsize)
+    error: OSError | None = None
+    for directory in directories:
+        try:
+            fd, path = tempfile.mkstemp(prefix=".serdistill-", suffix=".matrix", dir=directory)
+        except OSError as err:
+            error = err
+            continue
+        try:
+            os.unlink(path)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)
+            else:  # pragma: no cover - not Linux
+                os.ftruncate(fd, size)
+            mapping = mmap.mmap(fd, size)
+        except OSError as err:
+            error = err
+            continue
+        finally:
+            os.close(fd)
+        flat = np.frombuffer(mapping, dtype=dtype, count=int(n) * int(d))
+        return flat.reshape(n, d)
+    raise error or OSError("disk_matrix: no directory given")
+
+
+def is_on_disk(X: np.ndarray) -> bool:
+    """Whether ``X`` (or the array it is a view of) is a :func:`disk_matrix`."""
+    return _mapping(X) is not None
+
+
+def release_rows(X: np.ndarray, start: int, stop: int) -> None:
+    """Drop the pages of rows ``start:stop`` of a :func:`disk_matrix` from this process (no-op otherwise)."""
+    found = _mapping(X)
+    if found is None or stop <= start:
+        return
+    mapping, origin = found
+    here = X.__array_interface__["data"][0] - origin
+    row = X.strides[0]
+    if row <= 0:
+        return
+    first = here + int(start) * row
+    last = here + int(stop) * row
+    first -= first % mmap.PAGESIZE
+    last = min(len(mapping), -(-last // mmap.PAGESIZE) * mmap.PAGESIZE)
+    if last > first:
+        mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+def _mapping(X: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """(the mmap under ``X``, the address of its first byte), or None."""
+    if not hasattr(mmap, "MADV_DONTNEED"):  # pragma: no cover - not Linux
+        return None
+    array, base = X, getattr(X, "base", None)
+    while isinstance(base, np.ndarray):
+        array, base = base, base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if not isinstance(base, mmap.mmap):
+        return None
+    return base, array.__array_interface__["data"][0]
+
+
+def row_blocks(X: np.ndarray, rows: np.ndarray | None, size: int):
+    """Blocks of ``size`` rows of ``X`` (views), or of ``X[rows]`` (copies), releasing each after use."""
+    if rows is None:
+        for start in range(0, len(X), size):
+            yield X[start:start + size]
+            release_rows(X, start, start + size)
+    else:
+        for start in range(0, len(rows), size):
+            index = rows[start:start + size]
+            yield X[index]
+            if len(index):
+                release_rows(X, int(index.min()), int(index.max()) + 1)
+
+
+def take_rows(X: np.ndarray, rows: np.ndarray, size: int = 2048) -> np.ndarray:
+    """``X[rows]`` (a new array), gathered in blocks so that a :func:`disk_matrix` stays out of memory."""
+    out = np.empty((len(rows), *X.shape[1:]), dtype=X.dtype)
+    for i, block in enumerate(row_blocks(X, np.asarray(rows), size)):
+        out[i * size:i * size + len(block)] = block
+    return out

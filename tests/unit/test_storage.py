@@ -1,0 +1,93 @@
+"""Large feature matrices: on-disk arrays, row-block normalisation, the streaming Parquet reader.
+
+Each path must give exactly what the in-memory, whole-array code gives.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import serdistill.feature_table as feature_table
+from serdistill.dataset import load_dataset
+from serdistill.errors import FeatureError
+from serdistill.feature_table import ParquetFeatures, read_features, write_features
+from serdistill.manifest import Manifest
+from serdistill.normalise import Normaliser
+from serdistill.storage import disk_matrix, is_on_disk, release_rows, take_rows
+
+
+def test_disk_matrix_keeps_its_values_after_release(rng: np.random.Generator) -> None:
+    X = rng.standard_normal((5000, 7)).astype(np.float32)
+    D = disk_matrix(X.shape)
+    D[:] = X
+    assert is_on_disk(D) and is_on_disk(D[3:10]) and not is_on_disk(X)
+    release_rows(D, 0, len(D))
+    release_rows(D[100:], 5, 50)  # a view: its own row offsets
+    np.testing.assert_array_equal(D, X)
+    rows = np.sort(rng.choice(len(X), 3100, replace=False))
+    np.testing.assert_array_equal(take_rows(D, rows), X[rows])
+
+
+def test_normaliser_rows_equal_a_copy_of_the_rows(rng: np.random.Generator) -> None:
+    X = (rng.standard_normal((5000, 7)) * 3 + 2).astype(np.float32)  # more rows than one block
+    rows = np.sort(rng.choice(len(X), 3100, replace=False))
+    copy = Normaliser().fit(X[rows])
+    streamed = Normaliser().fit(X, rows=rows)
+    np.testing.assert_array_equal(copy.mean_, streamed.mean_)
+    np.testing.assert_array_equal(copy.scale_, streamed.scale_)
+    np.testing.assert_array_equal(copy.transform(X[rows[::-1]]), copy.transform(X, rows=rows[::-1]))
+    D = disk_matrix(X.shape)
+    D[:] = X
+    np.testing.assert_array_equal(Normaliser().fit(D, rows=rows).transform(D, rows=rows), copy.transform(X[rows]))
+    bad = X.copy()
+    bad[rows[2], 1] = np.nan
+    with pytest.raises(FeatureError, match=r"rows 2\)"):
+        copy.transform(bad, rows=rows)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_load_dataset_streams_parquet_as_read_features_would(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, on_disk: bool
+) -> None:
+    n = 300
+    files = [f"/x/f{i}.wav" for i in range(n)]
+    table = pd.DataFrame(rng.standard_normal((n, 11)).astype(np.float32), index=pd.Index(files, name="file"),
+                         columns=[f"c{j}" for j in range(11)])
+    table.attrs["serdistill"] = {"feature_set": "toy"}
+    path = write_features(pd.concat([table, table.iloc[:5] + 1]), tmp_path / "f.parquet")  # duplicates: first kept
+    splits = np.array(["train", "development", "test", "unlabeled"])[rng.integers(0, 4, n)]
+    order = rng.permutation(n)
+    frame = pd.DataFrame({"file": [files[i] for i in order] + ["/x/missing.wav"],
+                          "speaker": "s", "split": [*splits[order], "train"],
+                          "arousal": 1.0, "valence": 2.0, "dominance": 3.0})
+    manifest = Manifest.from_frame(frame, check_files=False)
+    monkeypatch.setattr(feature_table, "CHUNK_BYTES", 4 * 320 * 3)  # several blocks of columns
+    data = load_dataset(manifest, features=path, verbose=False, on_disk=on_disk)
+    reference = read_features(path)
+    reference = reference[~reference.index.duplicated()]
+    np.testing.assert_array_equal(data.X, reference.loc[data.manifest.files].to_numpy())
+    assert data.feature_names == list(reference.columns) and data.settings == {"feature_set": "toy"}
+    assert data.dropped == ["/x/missing.wav"] and is_on_disk(data.X) == on_disk
+    normaliser = data.normaliser()
+    expected = Normaliser().fit(data.X[data.mask("train")])
+    np.testing.assert_array_equal(normaliser.mean_, expected.mean_)
+    for split in ("train", "test", "unlabeled"):
+        X, _ = data.arrays(split, normaliser=normaliser)
+        np.testing.assert_array_equal(X, expected.transform(data.X[data.mask(split)]))
+        np.testing.assert_array_equal(data.arrays(split)[0], data.X[data.mask(split)])
+    assert ParquetFeatures(path).shape == (n + 5, 11)
+
+
+def test_load_dataset_names_non_finite_files_from_parquet(tmp_path: Path, rng: np.random.Generator) -> None:
+    files = [f"/x/f{i}.wav" for i in range(4)]
+    values = rng.standard_normal((4, 3)).astype(np.float32)
+    values[2, 1] = np.inf
+    path = write_features(pd.DataFrame(values, index=pd.Index(files, name="file"), columns=["a", "b", "c"]),
+                          tmp_path / "f.parquet")
+    frame = pd.DataFrame({"file": files, "speaker": "s", "split": "train", "arousal": 1.0, "valence": 1.0,
+                          "dominance": 1.0})
+    with pytest.raises(FeatureError, match=r"1 file\(s\) have NaN or infinite features .*/x/f2.wav"):
+        load_dataset(Manifest.from_frame(frame, check_files=False), features=path, verbose=False)
