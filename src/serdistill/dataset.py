@@ -173,16 +173,7 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
     if table.index.has_duplicates:
         table = table[~table.index.duplicated(keep="first")]
     positions = table.index.get_indexer(manifest.files)
-    present = positions >= 0
-    dropped = [f for f, ok in zip(manifest.files, present) if not ok]
-    if dropped:
-        logger.warning("%d of %d file(s) have no features (from %s) and are left out, e.g. %s",
-                       len(dropped), len(manifest), source, ", ".join(dropped[:3]))
-    if not present.any():
-        raise FeatureError(
-            f"None of the {len(manifest)} files of {manifest.path or 'the manifest'} has features in {source}; "
-            "check that the feature table was extracted from this manifest."
-        )
+    present, dropped = _present(manifest, positions, source)
     X = table.to_numpy(dtype=np.float32, copy=False)[positions[present]]
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
@@ -201,15 +192,12 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
                    feature_names=[str(c) for c in table.columns], dropped=dropped)
 
 
-def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Dataset:
-    """:func:`load_dataset` from a :class:`~serdistill.feature_table.ParquetFeatures`: the same
-    result as through :func:`~serdistill.feature_table.read_features`, one copy of the values."""
-    import pandas as pd
+def _present(manifest: Manifest, positions: np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
+    """Which manifest rows have features (``positions >= 0``) and the files that do not (logged).
 
-    source = str(stream.path)
-    index = pd.Index(stream.files)
-    first = np.flatnonzero(~index.duplicated(keep="first"))
-    positions = index[first].get_indexer(manifest.files)
+    Raises:
+        FeatureError: no file of the manifest has features.
+    """
     present = positions >= 0
     dropped = [f for f, ok in zip(manifest.files, present) if not ok]
     if dropped:
@@ -220,6 +208,19 @@ def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Data
             f"None of the {len(manifest)} files of {manifest.path or 'the manifest'} has features in {source}; "
             "check that the feature table was extracted from this manifest."
         )
+    return present, dropped
+
+
+def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Dataset:
+    """:func:`load_dataset` from a :class:`~serdistill.feature_table.ParquetFeatures`: the same
+    result as through :func:`~serdistill.feature_table.read_features`, one copy of the values."""
+    import pandas as pd
+
+    source = str(stream.path)
+    index = pd.Index(stream.files)
+    first = np.flatnonzero(~index.duplicated(keep="first"))
+    positions = index[first].get_indexer(manifest.files)
+    present, dropped = _present(manifest, positions, source)
     rows = first[positions[present]]
     shape = (len(rows), stream.shape[1])
     X = None
