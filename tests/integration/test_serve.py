@@ -207,38 +207,21 @@ def test_every_supported_format_is_predicted(client, bundle_path: Path, tmp_path
 
 
 def test_a_running_server_answers_concurrent_requests_alike(bundle_path: Path) -> None:
-    import socket
-    import threading
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
-    import uvicorn
 
-    from serdistill.serve import create_app
+    from server import serving
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(bundle_path), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
+    with serving(bundle_path) as url:
         clips = [_wav(_speechlike(1.0 + 0.25 * i)) for i in range(4)]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        with httpx.Client(base_url=url, timeout=60) as http:
             alone = [http.post("/predict", files={"file": ("c.wav", c, "audio/wav")}).json() for c in clips]
             with ThreadPoolExecutor(4) as pool:
                 together = list(pool.map(lambda c: http.post("/predict", files={"file": ("c.wav", c, "audio/wav")}),
                                          clips * 2))
-        assert all(r.status_code == 200 for r in together)
-        assert [r.json() for r in together] == alone * 2
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    assert all(r.status_code == 200 for r in together)
+    assert [r.json() for r in together] == alone * 2
 
 
 def test_without_onnxruntime_the_service_runs_the_model_with_torch(bundle_path: Path, monkeypatch) -> None:

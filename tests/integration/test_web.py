@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +40,10 @@ def _find(name: str, *fallbacks: str) -> str | None:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     """The real service (uvicorn in a thread on a free loopback port) serving a tiny ComParE bundle."""
-    import uvicorn
+    from server import serving
 
-    from serdistill.serve import create_app
-
-    bundle = tiny_compare_bundle(tmp_path_factory.mktemp("web"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(bundle), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline and thread.is_alive():
-            time.sleep(0.05)
-        assert server.started, "the server did not start within 30 s"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(tiny_compare_bundle(tmp_path_factory.mktemp("web"))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
