@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="training steps timed per model kind and batch size (default 200)")
     group.add_argument("--scale-mc-rows", type=int, default=8192, metavar="N",
                        help="segments of the timed MC-dropout runs (default 8,192: one block of [mc] block_rows)")
+    group.add_argument("--scale-run", type=int, nargs="*", metavar="WORKERS",
+                       help="also measure the peak memory of a whole train run cut to 1 epoch per model, "
+                            "in one process (1) and/or on a local pool (2, ...): ~6 min each at full size")
     group.add_argument("--scale-dir", type=Path, default=None, metavar="DIR",
                        help="keep the synthetic Parquet table here and reuse it (default: a temporary folder, removed)")
 
@@ -84,10 +87,31 @@ def run(args: argparse.Namespace) -> list[dict]:
                   flush=True)
         result = _child("measure", {"features": str(features), "manifest": str(manifest), "steps": steps,
                                     "mc_rows": mc_rows})
+        runs = []
+        for workers in getattr(args, "scale_run", None) or []:
+            print(f"  a whole cut-down train run, {workers} process(es) ...", flush=True)
+            runs.append(_child("run", {"features": str(features), "manifest": str(manifest), "workers": workers}))
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
-    return _rows(result, sizes, fraction, steps, mc_rows)
+    return _rows(result, sizes, fraction, steps, mc_rows) + [_run_row(run, fraction) for run in runs]
+
+
+def _run_row(run: dict, fraction: float) -> dict:
+    """The memory row of one whole cut-down run: its peak against the matrix it trains on."""
+    matrix, peak = run["matrix_used_bytes"], run["peak_pss"]
+    where = "in one process" if run["workers"] == 1 else f"on a local pool of {run['workers']} processes"
+    row = {"item": f"whole train run (cut down: 1 epoch each, 1 grid point) {where}: peak PSS (this process's "
+                   f"ru_maxrss {run['ru_maxrss'] / 1e9:.2f} GB), matrix trained on {run['rows_used']} x {D} = "
+                   f"{matrix / 1e9:.2f} GB", "how": f"measured ({run['seconds']:.0f} s)",
+           "value": f"{peak / 1e9:.2f} GB = {peak / matrix:.2f}x",
+           "target": f"peak memory of a run < {TARGET_MEMORY:g}x the feature matrix it uses (got {peak / 1e9:.2f} GB "
+                     f"for {matrix / 1e9:.2f} GB = {peak / matrix:.2f}x)",
+           "passed": peak < TARGET_MEMORY * matrix}
+    if fraction < 1:
+        row.pop("passed")
+        row["target"] = "(information only with --scale-fraction < 1) " + row["target"]
+    return row
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,7 +399,75 @@ def _load(params: dict) -> dict:
     return out
 
 
+def _tree_pss() -> int:
+    """Proportional set size of this process and its descendants, bytes: shared pages counted once."""
+    import glob
+
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        except OSError:
+            continue
+        for children in glob.glob(f"/proc/{pid}/task/*/children"):
+            try:
+                todo += [int(c) for c in open(children).read().split()]
+            except OSError:
+                pass
+    return total
+
+
+def _run(params: dict) -> dict:
+    """Peak memory of ``serdistill train``'s code path, every epoch count cut to 1 (one attribute, one grid point).
+
+    ``load_dataset`` + ``cli.train._arrays`` + ``TSModel.fit`` with configs/quick.toml, in
+    this process (``workers`` 1) or on a local pool of ``workers`` processes. The memory of
+    the process and its workers is sampled every 20 ms as their summed PSS (a page shared
+    by several processes counts once); ``ru_maxrss`` is this process's own peak.
+    """
+    import threading
+
+    import pandas as pd
+
+    from serdistill.cli.train import _arrays
+    from serdistill.config import apply_overrides, load_config
+    from serdistill.dataset import load_dataset
+    from serdistill.engine import LocalEngine
+    from serdistill.ensemble import TSModel
+    from serdistill.manifest import Manifest
+
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _tree_pss())
+            time.sleep(0.02)
+
+    threading.Thread(target=sample, daemon=True).start()
+    config = apply_overrides(load_config(ROOT / "configs" / "quick.toml"), [
+        'attributes=["arousal"]', "baseline.epochs=1", "teacher.epochs=1", "student.epochs=1",
+        "student.alphas=[0.5]", "student.betas=[0.5]"])
+    tic = time.perf_counter()
+    data = load_dataset(Manifest.from_frame(pd.read_csv(params["manifest"]), check_files=False),
+                        features=params["features"], verbose=False)
+    arrays = _arrays(data, config, params["manifest"])
+    used = sum(len(arrays[k]) for k in ("X", "X_dev")) + (0 if arrays["X_unlabelled"] is None else len(arrays["X_unlabelled"]))
+    engine = LocalEngine(params["workers"]) if params["workers"] > 1 else None
+    try:
+        TSModel(config, engine=engine).fit(arrays["X"], arrays["y"], arrays["X_dev"], arrays["y_dev"],
+                                           X_unlabelled=arrays["X_unlabelled"], unlabelled_info=arrays["unlabelled_info"])
+    finally:
+        if engine is not None:
+            engine.close()
+    done.set()
+    return {"seconds": time.perf_counter() - tic, "workers": params["workers"], "peak_pss": peak[0],
+            "ru_maxrss": _maxrss(), "rows_used": used, "matrix_used_bytes": used * data.X.shape[1] * 4,
+            "matrix_bytes": int(data.X.nbytes)}
+
+
 if __name__ == "__main__":
     kind, params = sys.argv[1], json.loads(sys.argv[2])
-    result = {"write": _write, "measure": _measure, "load": _load}[kind](params)
+    result = {"write": _write, "measure": _measure, "load": _load, "run": _run}[kind](params)
     print(json.dumps(result))

@@ -29,11 +29,13 @@ import numpy as np
 from serdistill.errors import FeatureError, ManifestError
 from serdistill.manifest import ATTRIBUTES, Manifest, read_manifest
 from serdistill.normalise import Normaliser
-from serdistill.storage import disk_matrix, take_rows
+from serdistill.storage import disk_matrix, is_on_disk, large_empty, take_rows
 
 #: Raw feature matrices read from Parquet at least this large are held on disk (a memory-mapped
 #: file next to the Parquet table) instead of in memory; see :func:`load_dataset`.
 DISK_BYTES = 256 * 2**20
+#: A normalised split of a matrix held on disk goes to disk too from this size up.
+SPLIT_DISK_BYTES = 2**20
 
 logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
@@ -92,7 +94,13 @@ class Dataset:
         keep = self.mask(split)
         rows = np.flatnonzero(keep)
         # row blocks, never X[keep] whole: a split's raw copy is not made next to its normalised one
-        X = normaliser.transform(self.X, rows=rows) if normaliser is not None else take_rows(self.X, rows)
+        if normaliser is not None:
+            # the splits of a matrix on disk (a large data set) go to disk too: the processes of the
+            # local engine then share their pages instead of each getting a copy
+            out = large_empty((len(rows), self.X.shape[1]), SPLIT_DISK_BYTES) if is_on_disk(self.X) else None
+            X = normaliser.transform(self.X, rows=rows, out=out)
+        else:
+            X = take_rows(self.X, rows)
         y = self.manifest.table.loc[keep, list(attributes)].to_numpy(dtype=np.float32)
         return np.ascontiguousarray(X, dtype=np.float32), y
 

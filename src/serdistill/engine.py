@@ -9,18 +9,27 @@ either engine; only where they run differs::
     ...     engine.map(abs, [-2, 3, -4])
     [2, 3, 4]
 
-``shared`` holds large arguments every call needs (the feature matrix, a dataset): the
-local engine gives them to each worker process once, the Ray engine puts them in Ray's
-object store once (``ray.put``) and passes the reference, so they cross the network once
-per node, not once per task. See docs/scaling.md.
+``shared`` holds large arguments every call needs (the feature matrix, a dataset). The
+local engine does not copy its arrays into the workers: arrays of 1 MiB and more travel
+as references to a file the workers map (:mod:`serdistill.storage`), so every process
+reads the same pages; the Ray engine puts them in Ray's object store once (``ray.put``)
+and passes the reference, so they cross the network once per node, not once per task.
+See docs/scaling.md.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import multiprocessing
 import os
+import pickle
+import weakref
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable
+
+import numpy as np
 
 from serdistill.errors import ConfigError, SerdistillError
 
@@ -74,21 +83,79 @@ def _bar(total: int, desc: str | None):
 # Local
 
 
-_SHARED: dict[str, Any] = {}
+#: Arrays of this many bytes and more reach local workers as file references, not pickles.
+SHARE_BYTES = 1 << 20
 
 
-def _init_local(shared: dict[str, Any]) -> None:
-    _SHARED.clear()
-    _SHARED.update(shared)
+class _SharingPickler(pickle.Pickler):
+    """Pickles large arrays as references to file pages the workers map (no copy).
+
+    An array in a :func:`~serdistill.storage.disk_matrix` is referenced where it is; any
+    other large array is first copied once into one (kept in ``exports`` for the engine's
+    life, reused by later calls with the same array).
+    """
+
+    def __init__(self, file: io.BytesIO, exports: dict[int, tuple[Any, np.ndarray]]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.exports = exports
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, np.ndarray) or obj.nbytes < SHARE_BYTES or obj.ndim < 2 or obj.dtype.hasobject:
+            return NotImplemented
+        from serdistill import storage
+
+        ref = storage.file_reference(obj)
+        target = obj
+        if ref is None:
+            owner, copy = self.exports.get(id(obj), (None, None))
+            if owner is None or owner() is not obj:
+                copy = storage.to_disk(obj)
+                self.exports[id(obj)] = (weakref.ref(obj), copy)
+            target, ref = copy, storage.file_reference(copy)
+            if ref is None:  # no /proc (not Linux): an ordinary pickle
+                return NotImplemented
+        # the file's inode too: a descriptor number can be reused by a new file with the same layout
+        return _open_shared, (*ref, os.stat(ref[0]).st_ino, target.shape, target.strides, target.dtype.str)
 
 
-def _call_local(fn: Callable[..., Any], item: Any) -> Any:
-    return fn(item, **_SHARED)
+#: In a worker: the file mappings of the current shared arguments, by path and offset.
+_MAPPED: dict[tuple, np.ndarray] = {}
+#: In a worker: (digest of the pickled shared arguments, the arguments), reused by the next task.
+_SHARED: list[Any] = [None, None]
+
+
+def _open_shared(path: str, offset: int, inode: int, shape: tuple, strides: tuple, dtype: str) -> np.ndarray:
+    from serdistill import storage
+
+    key = (path, inode, offset, shape, strides, dtype)
+    if key not in _MAPPED:
+        _MAPPED[key] = storage.open_reference(path, offset, shape, strides, dtype)
+    return _MAPPED[key]
+
+
+def _init_worker() -> None:
+    """A worker ignores Ctrl-C: the parent gets it, and stops the workers itself."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _call_local(fn: Callable[..., Any], item: Any, blob: bytes, digest: str) -> Any:
+    if _SHARED[0] != digest:
+        _SHARED[:] = [None, None]
+        _MAPPED.clear()  # the last call's mappings go (the new ones are mapped again below)
+        _SHARED[:] = [digest, pickle.loads(blob)]
+    return fn(item, **_SHARED[1])
 
 
 class LocalEngine(_Engine):
     """This machine: ``workers`` processes (spawned, so safe with torch's threads), or this
     process when ``workers`` is 1.
+
+    The processes start with the first :meth:`map` that needs them and serve every later
+    one until :meth:`close`. Large arrays in ``shared`` are not copied into them: each maps
+    the same file pages (see :class:`_SharingPickler`), so N workers do not hold N copies
+    of the features.
 
     Args:
         workers: processes; default: the CPUs this process may use over ``task_cpus``.
@@ -100,12 +167,37 @@ class LocalEngine(_Engine):
     def __init__(self, workers: int | None = None, *, task_cpus: int = 1) -> None:
         self.workers = workers
         self.task_cpus = task_cpus
+        self._pool: ProcessPoolExecutor | None = None
+        self._exports: dict[int, tuple[Any, np.ndarray]] = {}
+
+    @property
+    def processes(self) -> int:
+        """The worker processes :meth:`map` uses (1 = this process)."""
+        return self.workers or max(1, _cpus() // int(self.task_cpus))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._exports.clear()
+
+    def _stop(self) -> None:
+        """Stop the workers now, mid-task (after an error or Ctrl-C here): their checkpoints stay."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list(getattr(pool, "_processes", {}).values())  # no public way before Python 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10)
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
             num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None) -> list[Any]:
         items = list(items)
         shared = dict(shared or {})
-        workers = min(self.workers or max(1, _cpus() // int(self.task_cpus)), len(items))
+        workers = min(self.processes, len(items))
         results: list[Any] = [None] * len(items)
         with _bar(len(items), desc) as bar:
             if workers <= 1:
@@ -113,12 +205,31 @@ class LocalEngine(_Engine):
                     results[i] = fn(item, **shared)
                     bar.update(1)
                 return results
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_local, initargs=(shared,)) as pool:
-                futures = {pool.submit(_call_local, fn, item): i for i, item in enumerate(items)}
+            buffer = io.BytesIO()
+            _SharingPickler(buffer, self._exports).dump(shared)
+            blob = buffer.getvalue()
+            digest = hashlib.sha256(blob).hexdigest()
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=self.processes, initializer=_init_worker,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            futures: dict[Any, int] = {}
+            try:
+                futures = {self._pool.submit(_call_local, fn, item, blob, digest): i for i, item in enumerate(items)}
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
                     bar.update(1)
+            except BrokenProcessPool as err:
+                self._stop()
+                raise EngineError(
+                    f"A worker process of the local engine died while running {getattr(fn, '__name__', fn)}: "
+                    "killed (most often for memory: see 'dmesg'), or it could not start (a Python script "
+                    "that uses the engine needs its code under 'if __name__ == \"__main__\":'). Run the "
+                    "command again (finished work is kept where it is checkpointed), with --task-cpus 2 "
+                    "(half the processes) if memory is short."
+                ) from err
+            except BaseException:  # a task's error, or Ctrl-C: the other tasks stop too
+                self._stop()
+                raise
         return results
 
 

@@ -28,9 +28,11 @@ import logging
 import math
 import os
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ from serdistill.io import atomic_path, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
 from serdistill.models import MLP
+from serdistill.storage import large_empty, release_rows
 from serdistill.training import (
     EpochHook,
     FitResult,
@@ -60,6 +63,8 @@ STATE_FORMAT = 1
 #: Grid points whose students an engine trains at once: enough tasks to fill a few nodes,
 #: few enough that their weights (N students each) fit in this process's memory.
 ENGINE_GRID_POINTS = 8
+#: Teacher embeddings from this size up are held in a file on disk, read a teacher at a time.
+EMBEDDINGS_DISK_BYTES = 64 * 2**20
 
 
 def _config(config: Config | None) -> Config:
@@ -229,14 +234,41 @@ class TeacherEnsemble:
         With ``config.mc.enabled = False`` it is one pass with dropout off.
         """
         X = _check_X(X, "X", self.n_features_in_)
-        return [mc_dropout(model, X, passes=self.mc_.passes, enabled=self.mc_.enabled,
-                           seed=derive_seed(self.seed_, "mc", i), block_rows=self.mc_.block_rows,
-                           embedding_std=embedding_std)
-                for i, model in enumerate(self.models_)]
+        return [self._mc(i, X, embedding_std=embedding_std) for i in range(len(self.models_))]
+
+    def _mc(self, i: int, X: np.ndarray, *, enabled: bool | None = None, embedding_std: bool = False) -> MCResult:
+        return mc_dropout(self.models_[i], X, passes=self.mc_.passes,
+                          enabled=self.mc_.enabled if enabled is None else enabled,
+                          seed=derive_seed(self.seed_, "mc", i), block_rows=self.mc_.block_rows,
+                          embedding_std=embedding_std)
+
+    def mc_stack(self, X: np.ndarray, *, enabled: bool | None = None) -> TeacherMC:
+        """:meth:`mc_predict`'s embeddings and outputs, stacked over the teachers.
+
+        The same numbers as ``mc_predict``, held once: each teacher's result is copied
+        into the stacked arrays and dropped before the next teacher runs. Embeddings of
+        :data:`EMBEDDINGS_DISK_BYTES` and more (at MSP-Podcast size, 5 x 34,280 x 512
+        float32 = 0.35 GB) live in a file on disk (:func:`~serdistill.storage.large_empty`):
+        student i reads teacher i's slice only. ``enabled=False``: one pass with dropout
+        off, whatever ``config.mc`` says (the "no MC dropout" setting).
+        """
+        X = _check_X(X, "X", self.n_features_in_)
+        stacked: TeacherMC | None = None
+        for i in range(len(self.models_)):
+            r = self._mc(i, X, enabled=enabled)
+            if stacked is None:
+                N = len(self.models_)
+                stacked = TeacherMC(large_empty((N, *r.embedding.shape), EMBEDDINGS_DISK_BYTES),
+                                    np.empty((N, *r.samples.shape), np.float32))
+            stacked.embeddings[i], stacked.samples[i] = r.embedding, r.samples
+            release_rows(stacked.embeddings[i], 0, len(X))  # written: out of memory until a student reads it
+            del r
+        assert stacked is not None, "a fitted ensemble has at least one teacher"
+        return stacked
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         """Each teacher's MC-mean embedding of ``X``: (N, n, 512)."""
-        return np.stack([r.embedding for r in self.mc_predict(X)])
+        return self.mc_stack(X).embeddings
 
     def predict(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The teachers' MC ensemble: mean over teachers of their MC-mean predictions.
@@ -247,20 +279,31 @@ class TeacherEnsemble:
         return summarise_teachers(self.mc_predict(X), return_std=return_std)
 
 
+@contextmanager
+def task_threads(threads: int) -> Iterator[None]:
+    """An engine task's context: ``threads`` torch threads, and its shared arrays used in place.
+
+    Arrays from Ray's object store are read-only; training only reads its inputs, so they
+    are used without a copy and torch's "not writable" warning is silenced.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _fit_teacher_task(member: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
                       config: Config, threads: int) -> dict[str, Any]:
     """One engine task: teacher ``i`` with dropout ``p``; its best weights (on the CPU) and history."""
     i, p, name, seed, checkpoint = member
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        # copies: arrays from Ray's object store are read-only
-        result = fit_teacher(np.array(X), np.array(y), np.array(X_dev), np.array(y_dev), dropout=p,
-                             config=config.teacher, train=config.train, seed=seed, name=name, checkpoint=checkpoint)
-    finally:
-        torch.set_num_threads(before)
-    return {"state": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
-            "history": result.history, "best_epoch": result.best_epoch, "best_score": result.best_score}
+    with task_threads(threads):
+        result = fit_teacher(X, y, X_dev, y_dev, dropout=p, config=config.teacher, train=config.train, seed=seed,
+                             name=name, checkpoint=checkpoint)
+    return _task_result(result)
 
 
 def _fit_student_task(job: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
@@ -268,24 +311,37 @@ def _fit_student_task(job: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.nda
                       embeddings_unlabelled: np.ndarray | None, config: Config, threads: int) -> dict[str, Any]:
     """One engine task: student ``i`` at grid point (alpha, beta); its best weights and history."""
     alpha, beta, i, name, seed, checkpoint = job
-    copy = lambda a: None if a is None else np.array(a)  # noqa: E731 (Ray's arrays are read-only)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        result = fit_student(copy(X), copy(y), copy(X_dev), copy(y_dev), target=copy(embeddings[i]), alpha=alpha,
-                             beta=beta, X_unlabelled=copy(X_unlabelled),
-                             target_unlabelled=None if embeddings_unlabelled is None else copy(embeddings_unlabelled[i]),
+    with task_threads(threads):
+        result = fit_student(X, y, X_dev, y_dev, target=embeddings[i], alpha=alpha, beta=beta,
+                             X_unlabelled=X_unlabelled,
+                             target_unlabelled=None if embeddings_unlabelled is None else embeddings_unlabelled[i],
                              config=config.student, train=config.train, seed=seed, name=name, checkpoint=checkpoint)
-    finally:
-        torch.set_num_threads(before)
+    return _task_result(result)
+
+
+def _task_result(result: FitResult) -> dict[str, Any]:
+    """What a training task sends back: the best weights (on the CPU) and the history."""
     return {"state": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
             "history": result.history, "best_epoch": result.best_epoch, "best_score": result.best_score}
 
 
-def summarise_teachers(results: Sequence[MCResult], *, return_std: bool = False
+@dataclass
+class TeacherMC:
+    """Every teacher's Monte-Carlo dropout on n segments (:meth:`TeacherEnsemble.mc_stack`).
+
+    Attributes:
+        embeddings: each teacher's MC-mean embedding, (N, n, H): the students' targets.
+        samples: each teacher's every pass's output, (N, T, n, k).
+    """
+
+    embeddings: np.ndarray
+    samples: np.ndarray
+
+
+def summarise_teachers(results: Sequence[MCResult] | TeacherMC, *, return_std: bool = False
                        ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Mean over teachers of MC means, and the pooled std over all N x T outputs."""
-    samples = np.stack([r.samples for r in results])  # (N, T, n, k)
+    samples = results.samples if isinstance(results, TeacherMC) else np.stack([r.samples for r in results])  # (N, T, n, k)
     mean = samples.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
     if not return_std:
         return _squeeze(mean)
@@ -373,24 +429,16 @@ class StudentEnsemble:
                 "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled}
         trained: dict[str, list[FitResult]] = {}
         for g, (alpha, beta) in enumerate(grid):
-            key = f"a{alpha:g}_b{beta:g}"
+            key = self._key(alpha, beta)
             if key in done:
                 self.grid_.append(done[key])
                 continue
             if self.engine is not None and key not in trained:  # the next points, in parallel
-                upcoming = [(a, b) for a, b in grid[g:] if f"a{a:g}_b{b:g}" not in done][:ENGINE_GRID_POINTS]
+                upcoming = [(a, b) for a, b in grid[g:] if self._key(a, b) not in done][:ENGINE_GRID_POINTS]
                 trained = self._fit_on_engine(upcoming, data, config, seed, folder)
             tic = time.perf_counter()
             results = trained.pop(key, None) or [
-                fit_student(X, y, X_dev, y_dev, target=embeddings[i], alpha=alpha, beta=beta,
-                            X_unlabelled=X_unlabelled,
-                            target_unlabelled=None if embeddings_unlabelled is None else embeddings_unlabelled[i],
-                            config=config.student, train=config.train, seed=derive_seed(seed, "student", i),
-                            name=f"student {i + 1}/{len(embeddings)} (alpha={alpha:g}, beta={beta:g})",
-                            on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=alpha, beta=beta),
-                            checkpoint=_ckpt(folder, f"{key}_s{i}.pt"))
-                for i in range(len(embeddings))
-            ]
+                self._fit_one(i, alpha, beta, data, config, seed, folder) for i in range(len(embeddings))]
             members = [r.model for r in results]
             score = _dev_score(_stacked_predict(members, X_dev).mean(axis=0), y_dev)
             row = {"alpha": alpha, "beta": beta, "dev_ccc": _finite(score),
@@ -424,12 +472,33 @@ class StudentEnsemble:
         self.n_unlabelled_ = 0 if X_unlabelled is None else len(X_unlabelled)
         return self
 
+    def _fit_one(self, i: int, alpha: float, beta: float, data: dict[str, Any], config: Config, seed: int,
+                 folder: Path | None) -> FitResult:
+        """Student ``i`` at (alpha, beta), here; teacher i's embeddings leave memory after it."""
+        emb, emb_u = data["embeddings"][i], data["embeddings_unlabelled"]
+        emb_u = None if emb_u is None else emb_u[i]
+        try:
+            return fit_student(data["X"], data["y"], data["X_dev"], data["y_dev"], target=emb, alpha=alpha,
+                               beta=beta, X_unlabelled=data["X_unlabelled"], target_unlabelled=emb_u,
+                               config=config.student, train=config.train, seed=derive_seed(seed, "student", i),
+                               name=f"student {i + 1}/{len(data['embeddings'])} (alpha={alpha:g}, beta={beta:g})",
+                               on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=alpha, beta=beta),
+                               checkpoint=_ckpt(folder, f"{self._key(alpha, beta)}_s{i}.pt"))
+        finally:  # no-ops for in-memory arrays
+            release_rows(emb, 0, len(emb))
+            if emb_u is not None:
+                release_rows(emb_u, 0, len(emb_u))
+
+    @staticmethod
+    def _key(alpha: float, beta: float) -> str:
+        return f"a{alpha:g}_b{beta:g}"
+
     def _fit_on_engine(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config,
                        seed: int, folder: Path | None) -> dict[str, list[FitResult]]:
         """Every student of ``points`` as one engine task each; ``{point key: results}``."""
         N = len(data["embeddings"])
         jobs = [(a, b, i, f"student {i + 1}/{N} (alpha={a:g}, beta={b:g})", derive_seed(seed, "student", i),
-                 _ckpt(_absolute(folder), f"a{a:g}_b{b:g}_s{i}.pt")) for a, b in points for i in range(N)]
+                 _ckpt(_absolute(folder), f"{self._key(a, b)}_s{i}.pt")) for a, b in points for i in range(N)]
         device = resolve_device(config.train.device)
         threads = int(getattr(self.engine, "task_cpus", 1))
         out = self.engine.map(_fit_student_task, jobs, num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
@@ -439,7 +508,7 @@ class StudentEnsemble:
         for (a, b, i, *_), result in zip(jobs, out):
             model = MLP(d, config.student.hidden, out_dim=k, generator=torch.Generator())
             model.load_state_dict(result["state"])
-            trained.setdefault(f"a{a:g}_b{b:g}", []).append(FitResult(
+            trained.setdefault(self._key(a, b), []).append(FitResult(
                 model=model.to(device).eval(), history=result["history"], best_epoch=result["best_epoch"],
                 best_score=result["best_score"]))
             hook = _hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b)
@@ -495,7 +564,7 @@ def _pack(models: Sequence[MLP]) -> tuple:
 
 
 @torch.no_grad()
-def _stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 8192,
+def _stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 4096,
                      packed: tuple | None = None) -> np.ndarray:
     """Outputs of several same-shaped MLPs (no dropout) at once: (N, n, k).
 
@@ -684,14 +753,15 @@ class TSModel:
         embeddings = teachers.embed(X_l)
         X_u, emb_u = None, None
         if X_unlabelled is not None:
-            mc_u = teachers.mc_predict(X_unlabelled)
-            X_u, emb_u = X_unlabelled, np.stack([r.embedding for r in mc_u])
+            mc_u = teachers.mc_stack(X_unlabelled)
+            X_u, emb_u = X_unlabelled, mc_u.embeddings
             fraction = config.unlabelled.keep_fraction
             if fraction < 1.0:
                 _, std = summarise_teachers(mc_u, return_std=True)
                 std = std.reshape(len(X_u), -1).mean(axis=1)
                 kept = np.sort(np.argsort(std, kind="stable")[: max(1, int(round(fraction * len(X_u))))])
                 X_u, emb_u = X_u[kept], emb_u[:, kept]
+            del mc_u
             self.unlabelled_["kept"][name] = len(X_u)
         students = StudentEnsemble(config, seed=seed, on_epoch=hook, engine=self.engine,
                                    checkpoint_dir=None if folder is None else folder / "students")

@@ -47,12 +47,13 @@ from serdistill.ensemble import (
     Baseline,
     StudentEnsemble,
     TeacherEnsemble,
+    TeacherMC,
     select_unlabelled,
     summarise_teachers,
+    task_threads,
 )
 from serdistill.errors import ConfigError
 from serdistill.io import atomic_path, write_json, write_text
-from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
 from serdistill.training import derive_seed
 
@@ -198,14 +199,8 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
 def _trial_task(trial: int, *, data: Dataset, config: Config, run_dir: str, meta: dict[str, Any],
                 threads: int) -> None:
     """One engine task: trial ``trial`` into ``run_dir`` (its own ``trials/<trial>/`` folder)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with task_threads(threads):
         run_experiment(data, config, run_dir, trials=[trial], progress=False, meta=meta, report=False)
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,7 +224,7 @@ class _GroupRun:
         self.pool = pool
         self.work = folder / "work"
         self._teachers: TeacherEnsemble | None = None
-        self._mc: dict[tuple[str, bool], list[MCResult]] = {}
+        self._mc: dict[tuple[str, bool], TeacherMC] = {}
         self._unlabeled: np.ndarray | None = None
         if len(self.X) < 2 or len(self.X_dev) < 2:
             raise ConfigError(f"{name}: need at least 2 labelled training and development segments; got "
@@ -287,20 +282,18 @@ class _GroupRun:
             self._teachers.fit(self.X, self.y, self.X_dev, self.y_dev)
         return self._teachers
 
-    def mc(self, which: str, enabled: bool = True) -> list[MCResult]:
-        """Each teacher's MC results on ``train``, ``test`` or ``unlabeled`` (dropout off if not enabled)."""
+    def mc(self, which: str, enabled: bool = True) -> TeacherMC:
+        """The teachers' MC results on ``train``, ``test`` or ``unlabeled`` (dropout off if not enabled)."""
         key = (which, enabled)
         if key not in self._mc:
-            teachers = self.teachers()
             X = self.unlabeled() if which == "unlabeled" else {"train": self.X, "test": self.X_test}[which]
-            if enabled:  # the same mask streams as TSModel.fit
-                self._mc[key] = teachers.mc_predict(X)
-            else:
-                self._mc[key] = [mc_dropout(model, X, enabled=False) for model in teachers.models_]
+            # the same mask streams as TSModel.fit
+            self._mc[key] = self.teachers().mc_stack(X, enabled=None if enabled else False)
         return self._mc[key]
 
     def embeddings(self, which: str, enabled: bool = True) -> np.ndarray:
-        return np.stack([r.embedding for r in self.mc(which, enabled)])
+        """(N, n, H), held once per trial: read it, never write into it."""
+        return self.mc(which, enabled).embeddings
 
     def unlabeled(self) -> np.ndarray:
         """The unannotated segments of this trial: as many as the test set, drawn anew per trial."""
@@ -344,7 +337,7 @@ class _GroupRun:
     def run_teachers(self) -> None:
         mc = self.mc("test")
         mean, std = summarise_teachers(mc, return_std=True)
-        one_pass = np.stack([r.samples[0] for r in mc])  # (N, n, k): one MC run per teacher
+        one_pass = mc.samples[:, 0]  # (N, n, k): one MC run per teacher
         teachers = self.teachers()
         self.record("teachers", np.asarray(mean).reshape(len(self.X_test), -1),
                     {"dev_ccc": [_finite(s) for s in teachers.dev_ccc_],

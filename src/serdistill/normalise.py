@@ -15,7 +15,7 @@ import numpy as np
 
 from serdistill.errors import ConfigError
 from serdistill.feature_table import FeatureError
-from serdistill.storage import row_blocks
+from serdistill.storage import release_rows, row_blocks
 
 _ROWS = 2048  # rows per block: keeps float64 temporaries small for 6,373-column tables
 _SHOWN = 10
@@ -94,11 +94,13 @@ class Normaliser:
         self.feature_names_in_ = names
         return self
 
-    def transform(self, X: Any, *, rows: np.ndarray | None = None) -> np.ndarray:
+    def transform(self, X: Any, *, rows: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """z-score ``X`` (n, d) with the training statistics: float32, clipped, 0 for constant features.
 
         ``rows`` (integer indices) returns ``transform(X[rows])`` without copying those rows
-        first (row numbers in errors count within ``rows``).
+        first (row numbers in errors count within ``rows``). ``out``: a float32 array of the
+        result's shape to write into (a :func:`~serdistill.storage.disk_matrix` is written
+        block by block and each block's pages released).
 
         Raises:
             FeatureError: if the normaliser is not fitted, ``X`` has another number of
@@ -114,7 +116,11 @@ class Normaliser:
             )
         rows = None if rows is None else np.asarray(rows, dtype=np.intp)
         _check_rows_finite(values, rows)
-        out = np.empty((len(values) if rows is None else len(rows), values.shape[1]), dtype=np.float32)
+        shape = (len(values) if rows is None else len(rows), values.shape[1])
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"Normaliser.transform: out must be float32 {shape}; got {out.dtype} {out.shape}.")
         keep = ~self.constant_
         for i, block in enumerate(_blocks(values, rows)):
             start = i * _ROWS
@@ -125,6 +131,7 @@ class Normaliser:
             if self.clip is not None:
                 np.clip(z, -self.clip, self.clip, out=z)
             out[start : start + _ROWS] = z
+            release_rows(out, start, start + _ROWS)
         return out
 
     def fit_transform(self, X: Any) -> np.ndarray:

@@ -22,6 +22,7 @@ import logging
 import mmap
 import os
 import tempfile
+import weakref
 from typing import Iterable
 
 import numpy as np
@@ -56,15 +57,84 @@ def disk_matrix(shape: tuple[int, int], dtype: type = np.float32,
                 os.posix_fallocate(fd, 0, size)
             else:  # pragma: no cover - not Linux
                 os.ftruncate(fd, size)
-            mapping = mmap.mmap(fd, size)
+            mapping = _FileMapping(fd, size)
         except OSError as err:
+            os.close(fd)
             error = err
             continue
-        finally:
-            os.close(fd)
+        # the descriptor stays open with the mapping: other processes reopen the file through it
+        mapping.fd = fd
+        weakref.finalize(mapping, os.close, fd)
         flat = np.frombuffer(mapping, dtype=dtype, count=int(n) * int(d))
         return flat.reshape(n, d)
     raise error or OSError("disk_matrix: no directory given")
+
+
+def large_empty(shape: tuple[int, ...], disk_bytes: int, dtype: type = np.float32) -> np.ndarray:
+    """An array of ``shape``: a :func:`disk_matrix` from ``disk_bytes`` up (memory if the disk has no room).
+
+    For arrays written once and then read a slice at a time, such as the teachers'
+    embeddings (N, n, H): with :func:`release_rows` after each slice, only the slice in
+    use stays in the process's memory.
+    """
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(shape) >= 2 and n >= disk_bytes:
+        try:
+            return disk_matrix((int(np.prod(shape[:-1])), shape[-1]), dtype).reshape(shape)
+        except OSError as err:
+            logger.warning("Could not hold a %s array on disk (%s); keeping it in memory.", shape, err)
+    return np.empty(shape, dtype=dtype)
+
+
+class _FileMapping(mmap.mmap):
+    """A :func:`disk_matrix`'s mapping, with its file's open descriptor (``fd``)."""
+
+    fd: int
+
+
+def file_reference(X: np.ndarray) -> tuple[str, int] | None:
+    """Where another process of this machine finds ``X``'s bytes: (path, byte offset), or None.
+
+    Only for arrays in a :func:`disk_matrix` (its unlinked file is reached through this
+    process's descriptor, ``/proc/<pid>/fd/<fd>``: Linux), valid while ``X`` lives.
+    :func:`open_reference` maps it.
+    """
+    found = _mapping(X)
+    if found is None or not isinstance(found[0], _FileMapping) or not os.path.isdir("/proc/self/fd"):
+        return None
+    mapping, origin = found
+    return f"/proc/{os.getpid()}/fd/{mapping.fd}", X.__array_interface__["data"][0] - origin
+
+
+def open_reference(path: str, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
+                   dtype: str) -> np.ndarray:
+    """The array a :func:`file_reference` names: the same pages, mapped copy-on-write.
+
+    Writes (none are expected) would stay in this process; reads share the page cache
+    with every other process that maps the file.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        mapping = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+    finally:
+        os.close(fd)
+    return np.ndarray(shape, dtype=np.dtype(dtype), buffer=mapping, offset=offset, strides=strides)
+
+
+def to_disk(X: np.ndarray, directories: Iterable[PathLike | None] = (None,), rows: int = 2048) -> np.ndarray:
+    """A :func:`disk_matrix` copy of the 2-D array ``X``, written in blocks of ``rows`` and released.
+
+    The copy does not stay in this process's memory (only in the page cache): for handing
+    an in-memory array to other processes through :func:`file_reference`.
+    """
+    X = np.asarray(X)
+    flat = X.reshape(len(X), -1)
+    out = disk_matrix(flat.shape, X.dtype.type, directories)
+    for start in range(0, len(flat), rows):
+        out[start:start + rows] = flat[start:start + rows]
+        release_rows(out, start, start + rows)
+    return out.reshape(X.shape)
 
 
 def is_on_disk(X: np.ndarray) -> bool:

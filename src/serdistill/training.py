@@ -380,6 +380,7 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
             save(epoch + 1)
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.zero_grad(set_to_none=True)  # a fitted model keeps no gradients (another copy of its weights)
     if not math.isfinite(result.best_score):
         result.best_score = float("nan")
     model.eval()

@@ -207,7 +207,8 @@ def test_train_refuses_cuda_without_cuda(emodb: SimpleNamespace, tmp_path: Path)
 
 
 def test_train_resumes_an_interrupted_run(emodb: SimpleNamespace, tmp_path: Path, monkeypatch) -> None:
-    argv = ["--config", QUICK, "--features", str(emodb.features), *TINY]
+    # --workers 1: trained in this process, so the interruption comes mid-teacher
+    argv = ["--config", QUICK, "--features", str(emodb.features), "--workers", "1", *TINY]
     reference = tmp_path / "reference.bundle"
     assert _run(["train", str(emodb.manifest), "-o", str(reference), "-q", *argv])[0] == 0
 
@@ -242,3 +243,41 @@ def test_train_resumes_an_interrupted_run(emodb: SimpleNamespace, tmp_path: Path
     np.testing.assert_allclose(resumed[0], uninterrupted[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(resumed[1], uninterrupted[1], rtol=1e-4, atol=1e-5)
     assert math.isfinite(load_bundle(bundle).metrics["development"]["arousal"]["students"])
+
+
+def test_train_on_the_process_pool_stops_on_ctrl_c_and_resumes(emodb: SimpleNamespace, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    # the default engine with 2 processes: teachers and students are pool tasks (1 torch thread each)
+    argv = ["--config", QUICK, "--features", str(emodb.features), "--workers", "2", *TINY]
+    reference = tmp_path / "reference.bundle"
+    assert _run(["train", str(emodb.manifest), "-o", str(reference), "-q", *argv])[0] == 0
+
+    bundle = tmp_path / "run.bundle"
+    ckpt = train_cli.checkpoint_dir(bundle)
+    teachers = [ckpt / "arousal" / f"teacher{i}.pt" for i in range(2)]
+    original = train_cli.Progress.__call__
+    stamps: list[list[int]] = []
+
+    def ctrl_c_once_the_teachers_are_back(self, info):
+        if info["stage"] == "teacher" and not stamps:
+            stamps.append([t.stat().st_mtime_ns for t in teachers])
+            raise KeyboardInterrupt
+        original(self, info)
+
+    monkeypatch.setattr(train_cli.Progress, "__call__", ctrl_c_once_the_teachers_are_back)
+    code, _, err = _run(["train", str(emodb.manifest), "-o", str(bundle), *argv])
+    assert code == 130 and "interrupted" in err and not bundle.exists()
+
+    def check_the_teachers_were_not_retrained(self, info):
+        if info["stage"] == "teacher" and len(stamps) == 1:
+            stamps.append([t.stat().st_mtime_ns for t in teachers])
+        original(self, info)
+
+    monkeypatch.setattr(train_cli.Progress, "__call__", check_the_teachers_were_not_retrained)
+    code, _, err = _run(["train", str(emodb.manifest), "-o", str(bundle), *argv])
+    assert code == 0, err
+    assert stamps[1] == stamps[0] and not ckpt.exists()
+    X = read_features(emodb.features).to_numpy()[:50]
+    resumed, uninterrupted = load_bundle(bundle).predict_features(X), load_bundle(reference).predict_features(X)
+    np.testing.assert_array_equal(resumed[0], uninterrupted[0])
+    np.testing.assert_array_equal(resumed[1], uninterrupted[1])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 from serdistill.engine import EngineError, LocalEngine, get_engine
@@ -41,3 +42,57 @@ def test_an_unreachable_ray_address_fails_at_once_and_says_why(address):
     with pytest.raises(EngineError, match="Ray") as info:
         get_engine("ray", address=address)
     assert address in str(info.value)
+
+
+# --- the process pool -------------------------------------------------------------------
+
+
+def _row_sums(i: int, *, X, Y, tag):
+    """A task: what a worker sees of its shared arguments."""
+    import mmap
+
+    base = X
+    while isinstance(getattr(base, "base", None), np.ndarray):
+        base = base.base
+    return float(X[i].sum()), float(Y[i].sum()), tag, isinstance(getattr(base, "base", None), mmap.mmap)
+
+
+def _fail(i: int):
+    if i == 2:
+        raise ValueError(f"bad item {i}")
+    return i
+
+
+def _die(i: int):
+    import os
+
+    os._exit(3)
+
+
+def test_the_pool_maps_large_arrays_as_shared_file_pages_not_copies():
+    from serdistill.storage import disk_matrix
+
+    X = disk_matrix((600, 512))  # 1.2 MB: shared where it is
+    X[:] = np.random.default_rng(0).normal(size=X.shape)
+    Y = np.random.default_rng(1).normal(size=(600, 1024)).astype(np.float32)  # 2.4 MB in memory: copied once
+    with LocalEngine(2) as engine:
+        first = engine.map(_row_sums, range(5), shared={"X": X, "Y": Y, "tag": "a"})
+        assert [r[:3] for r in first] == [(float(X[i].sum()), float(Y[i].sum()), "a") for i in range(5)]
+        assert all(r[3] for r in first)  # the worker's X is a file mapping, not an unpickled copy
+        second = engine.map(_row_sums, range(3), shared={"X": X[100:], "Y": Y, "tag": "b"})
+        assert [r[:3] for r in second] == [(float(X[100 + i].sum()), float(Y[i].sum()), "b") for i in range(3)]
+        assert len(engine._exports) == 1  # Y went to a file once, reused by the second call
+
+
+def test_a_pool_task_error_is_raised_as_itself_and_the_pool_recovers():
+    with LocalEngine(2) as engine:
+        with pytest.raises(ValueError, match="bad item 2"):
+            engine.map(_fail, range(4))
+        assert engine.map(_fail, [0, 1, 3]) == [0, 1, 3]
+
+
+def test_a_dead_worker_is_an_engine_error_that_says_what_to_do():
+    with LocalEngine(2) as engine:
+        with pytest.raises(EngineError, match="died") as info:
+            engine.map(_die, range(2))
+        assert "again" in str(info.value)

@@ -258,6 +258,15 @@ def test_teacher_ensemble_mc(data):
     np.testing.assert_allclose(std, pooled.std(axis=0), atol=1e-5)
     m2, s2 = summarise_teachers(results, return_std=True)
     np.testing.assert_array_equal(m2, mean)
+    # the stacked form holds the same numbers, once
+    stacked = teachers.mc_stack(X_test)
+    np.testing.assert_array_equal(stacked.embeddings, np.stack([r.embedding for r in results]))
+    np.testing.assert_array_equal(stacked.samples, np.stack([r.samples for r in results]))
+    np.testing.assert_array_equal(summarise_teachers(stacked, return_std=True)[1], s2)
+    off = teachers.mc_stack(X_test, enabled=False)  # the "no MC dropout" setting: one pass, dropout off
+    assert off.samples.shape == (2, 1, 40, 1)
+    np.testing.assert_allclose(off.samples[0, 0], teachers.models_[0].eval()(torch.as_tensor(X_test)).detach().numpy(),
+                               atol=1e-5)
 
 
 def test_baseline_estimator(data):
@@ -385,3 +394,19 @@ def test_student_predict_follows_weight_changes(data):
     np.testing.assert_allclose(after, _stacked_predict(students.models_, X_dev), atol=1e-6)
     students.models_ = students.models_[::-1]  # new list, other order
     np.testing.assert_array_equal(students.predict_members(X_dev), after[::-1])
+
+
+def test_large_embeddings_live_on_disk_with_the_same_results(data, monkeypatch):
+    from serdistill.storage import is_on_disk
+
+    X, y, X_dev, y_dev, X_test, _ = data
+    in_memory = TSModel(tiny()).fit(X, y, X_dev, y_dev, X_unlabelled=X_test)
+    teachers = in_memory._groups[0].teachers
+    assert not is_on_disk(teachers.mc_stack(X).embeddings)
+    monkeypatch.setattr(ensemble, "EMBEDDINGS_DISK_BYTES", 0)  # every embedding array "large"
+    stacked = teachers.mc_stack(X)
+    assert is_on_disk(stacked.embeddings)
+    np.testing.assert_array_equal(stacked.embeddings, np.stack([r.embedding for r in teachers.mc_predict(X)]))
+    on_disk = TSModel(tiny()).fit(X, y, X_dev, y_dev, X_unlabelled=X_test)
+    for a, b in zip(in_memory.predict(X_test, return_std=True), on_disk.predict(X_test, return_std=True)):
+        np.testing.assert_array_equal(a, b)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import serdistill.feature_table as feature_table
+import serdistill.dataset as dataset
 from serdistill.dataset import load_dataset
 from serdistill.errors import FeatureError
 from serdistill.feature_table import ParquetFeatures, read_features, write_features
@@ -74,9 +75,11 @@ def test_load_dataset_streams_parquet_as_read_features_would(
     normaliser = data.normaliser()
     expected = Normaliser().fit(data.X[data.mask("train")])
     np.testing.assert_array_equal(normaliser.mean_, expected.mean_)
+    monkeypatch.setattr(dataset, "SPLIT_DISK_BYTES", 0)  # every normalised split of a matrix on disk goes to disk
     for split in ("train", "test", "unlabeled"):
         X, _ = data.arrays(split, normaliser=normaliser)
         np.testing.assert_array_equal(X, expected.transform(data.X[data.mask(split)]))
+        assert is_on_disk(X) == on_disk
         np.testing.assert_array_equal(data.arrays(split)[0], data.X[data.mask(split)])
     assert ParquetFeatures(path).shape == (n + 5, 11)
 

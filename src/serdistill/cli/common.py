@@ -39,7 +39,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the set to extract when --features is not given (default: compare, ComParE_2016)")
     workers = default_workers()
     parser.add_argument("--workers", type=positive_int, default=workers, metavar="N",
-                        help=f"extraction processes (default: the CPUs available, here {workers})")
+                        help=f"local processes: for extraction, and with --engine local for training tasks "
+                             f"(N / --task-cpus of them; 1 = train in this process) (default: the CPUs "
+                             f"available, here {workers})")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
 
@@ -65,29 +67,44 @@ def load_data_from_args(args: argparse.Namespace, *, require_train: bool = True,
 
     return load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
                         cache_dir=args.cache_dir, workers=args.workers, require_train=require_train,
-                        engine=engine)
+                        engine=extraction_engine(engine))
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, *, training: bool = True) -> None:
     """``--engine``, ``--ray-address``, ``--ray-cpus`` and (``training``) ``--task-cpus``."""
     group = parser.add_argument_group("engine", "where the work runs (see docs/scaling.md)")
     group.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="local: this machine's processes (default); ray: tasks on a Ray cluster "
-                            "(needs pip install 'serdistill[ray]')")
+                       help="local: a pool of this machine's processes (default); ray: tasks on a Ray "
+                            "cluster (needs pip install 'serdistill[ray]')")
     group.add_argument("--ray-address", metavar="ADDRESS",
                        help="an existing Ray cluster (e.g. 10.0.0.1:6379, or auto); default: start a local Ray")
     group.add_argument("--ray-cpus", type=positive_int, metavar="N",
                        help="CPUs of the local Ray started when --ray-address is not given (default: all)")
     if training:
         group.add_argument("--task-cpus", type=positive_int, default=1, metavar="N",
-                           help="CPUs (and torch threads) per training task with --engine ray (default: 1)")
+                           help="CPUs (and torch threads) per training task (default: 1); with --engine "
+                                "local the pool has --workers / N processes, and one process means "
+                                "training here, with torch's own threads")
 
 
 def engine_from_args(args: argparse.Namespace):
-    """The Ray engine of ``--engine ray``; None for ``local`` (the commands' own processes)."""
-    if getattr(args, "engine", "local") != "ray":
-        return None
+    """The engine of ``--engine``: Ray, or a local pool of ``--workers / --task-cpus`` processes.
+
+    None (everything in this process) for ``local`` where that pool would have one process,
+    and for commands without ``--task-cpus`` (``extract`` has its own ``--workers`` pool).
+    """
     from serdistill.engine import get_engine
 
-    return get_engine("ray", address=args.ray_address, num_cpus=args.ray_cpus,
-                      task_cpus=getattr(args, "task_cpus", 1))
+    if getattr(args, "engine", "local") == "ray":
+        return get_engine("ray", address=args.ray_address, num_cpus=args.ray_cpus,
+                          task_cpus=getattr(args, "task_cpus", 1))
+    task_cpus = getattr(args, "task_cpus", None)
+    if task_cpus is None:
+        return None
+    processes = max(1, int(getattr(args, "workers", None) or default_workers()) // task_cpus)
+    return get_engine("local", workers=processes, task_cpus=task_cpus) if processes > 1 else None
+
+
+def extraction_engine(engine):
+    """The engine feature extraction runs on: Ray's; None (the extractor's own ``--workers`` pool) otherwise."""
+    return engine if getattr(engine, "name", None) == "ray" else None

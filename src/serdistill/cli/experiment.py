@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         names = [s.strip() for s in args.settings.split(",") if s.strip()]
         overrides.append("protocol.settings=[" + ", ".join(f'"{n}"' for n in names) + "]")
     config = load_config_from_args(args, overrides)
-    engine = engine_from_args(args)  # --engine ray: extraction chunks and trials as Ray tasks
+    engine = engine_from_args(args)  # trials as tasks (Ray: extraction chunks too)
     try:
         data = load_data_from_args(args, engine=engine)
         meta = {"manifest": str(args.manifest), "command": "serdistill " + shlex.join(sys.argv[1:])}

@@ -86,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
     import shutil
 
     from serdistill.bundle import check_target, save_bundle
-    from serdistill.cli.common import engine_from_args, load_config_from_args
+    from serdistill.cli.common import engine_from_args, extraction_engine, load_config_from_args
     from serdistill.dataset import describe_features, load_dataset
     from serdistill.ensemble import TSModel
 
@@ -98,12 +98,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.restart and folder.exists():
         shutil.rmtree(folder)
 
-    engine = engine_from_args(args)  # --engine ray: extraction chunks and teachers as Ray tasks
+    engine = engine_from_args(args)  # teachers and students as tasks (Ray: extraction chunks too)
     progress = Progress(enabled=not args.quiet)
     try:
         data = load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
                             cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet,
-                            engine=engine)
+                            engine=extraction_engine(engine))
         arrays = _arrays(data, config, args.manifest)
         _check_run(folder, config, arrays)
         model = TSModel(config, on_epoch=progress, checkpoint_dir=folder, engine=engine)
