@@ -98,9 +98,14 @@ class _SharingPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, exports: dict[int, tuple[Any, np.ndarray]]) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.exports = exports
+        for key, (owner, _) in list(exports.items()):  # the copies of arrays that are gone go too
+            if owner() is None:
+                del exports[key]
+        self.enabled = os.path.isdir("/proc/self/fd")  # files are reopened through /proc: Linux
 
     def reducer_override(self, obj: Any) -> Any:
-        if not isinstance(obj, np.ndarray) or obj.nbytes < SHARE_BYTES or obj.ndim < 2 or obj.dtype.hasobject:
+        if (not self.enabled or not isinstance(obj, np.ndarray) or obj.nbytes < SHARE_BYTES or obj.ndim < 2
+                or obj.dtype.hasobject):
             return NotImplemented
         from serdistill import storage
 
@@ -109,11 +114,14 @@ class _SharingPickler(pickle.Pickler):
         if ref is None:
             owner, copy = self.exports.get(id(obj), (None, None))
             if owner is None or owner() is not obj:
-                copy = storage.to_disk(obj)
+                try:
+                    copy = storage.to_disk(obj)
+                except OSError as err:  # no room on disk: an ordinary pickle (a copy per worker)
+                    logger.warning("Could not share a %s array with the workers through a file (%s); "
+                                   "each worker gets a copy.", obj.shape, err)
+                    return NotImplemented
                 self.exports[id(obj)] = (weakref.ref(obj), copy)
             target, ref = copy, storage.file_reference(copy)
-            if ref is None:  # no /proc (not Linux): an ordinary pickle
-                return NotImplemented
         # the file's inode too: a descriptor number can be reused by a new file with the same layout
         return _open_shared, (*ref, os.stat(ref[0]).st_ino, target.shape, target.strides, target.dtype.str)
 
