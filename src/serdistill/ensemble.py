@@ -213,6 +213,8 @@ class TeacherEnsemble:
                    for i, p in enumerate(config.teacher.dropouts)]
         device = resolve_device(config.train.device)
         threads = int(getattr(self.engine, "task_cpus", 1))
+        logger.info("Training %d teachers as tasks of the %s engine (each reported when it is finished)",
+                    N, getattr(self.engine, "name", "given"))
         results = self.engine.map(
             _fit_teacher_task, members, num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
             shared={"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "config": config, "threads": threads})
@@ -501,6 +503,8 @@ class StudentEnsemble:
                  _ckpt(_absolute(folder), f"{self._key(a, b)}_s{i}.pt")) for a, b in points for i in range(N)]
         device = resolve_device(config.train.device)
         threads = int(getattr(self.engine, "task_cpus", 1))
+        logger.info("Training %d students (%d alpha/beta points) as tasks of the %s engine", len(jobs), len(points),
+                    getattr(self.engine, "name", "given"))
         out = self.engine.map(_fit_student_task, jobs, num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
                               shared={**data, "config": config, "threads": threads})
         trained: dict[str, list[FitResult]] = {}
