@@ -161,7 +161,7 @@ class LocalEngine(_Engine):
     process when ``workers`` is 1.
 
     The processes start with the first :meth:`map` that needs them and serve every later
-    one until :meth:`close`. Large arrays in ``shared`` are not copied into them: each maps
+    one until :meth:`close`. Tasks that ask for a GPU (``num_gpus``) run in this process. Large arrays in ``shared`` are not copied into them: each maps
     the same file pages (see :class:`_SharingPickler`), so N workers do not hold N copies
     of the features.
 
@@ -205,7 +205,9 @@ class LocalEngine(_Engine):
             num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None) -> list[Any]:
         items = list(items)
         shared = dict(shared or {})
-        workers = min(self.processes, len(items))
+        # tasks that need a GPU run here, one after another: workers would all share (and each
+        # initialise) the same device; Ray gives each task its own GPU on several
+        workers = 1 if num_gpus else min(self.processes, len(items))
         results: list[Any] = [None] * len(items)
         with _bar(len(items), desc) as bar:
             if workers <= 1:

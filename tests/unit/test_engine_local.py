@@ -96,3 +96,17 @@ def test_a_dead_worker_is_an_engine_error_that_says_what_to_do():
         with pytest.raises(EngineError, match="died") as info:
             engine.map(_die, range(2))
         assert "again" in str(info.value)
+
+
+def _pid(i: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_gpu_tasks_run_in_this_process_one_after_another():
+    import os
+
+    with LocalEngine(2) as engine:
+        assert engine.map(_pid, range(3), num_gpus=1) == [os.getpid()] * 3
+        assert engine._pool is None  # no worker was started
