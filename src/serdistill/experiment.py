@@ -149,8 +149,9 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
         engine: a :mod:`serdistill.engine` engine to run the trials on, one task each
             (``engine.task_cpus`` torch threads per task), all writing into ``run_dir`` (which
             must be visible where they run); then this process reads them back and writes the
-            report. None (default) runs them here. The results are the same either way
-            (same seeds, same torch threads); ``on_progress`` is not called for engine tasks.
+            report. None (default) runs them here, and so does a local engine for a single
+            trial (with torch's threads). The results are the same either way (same seeds,
+            same torch threads); ``on_progress`` is not called for engine tasks.
 
     Raises:
         ConfigError: the run folder holds a run with another config, or a split is missing.
@@ -169,6 +170,8 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
         if data.has("unlabeled") else None
     all_trials = list(range(config.protocol.trials))
     todo = all_trials if trials is None else [t for t in trials if t in all_trials]
+    if engine is not None and getattr(engine, "name", None) == "local" and len(todo) < 2:
+        engine = None  # one trial: here, with torch's threads, rather than one 1-thread task
     if engine is not None and todo:
         from serdistill.training import resolve_device
 
