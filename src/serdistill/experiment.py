@@ -52,9 +52,11 @@ from serdistill.ensemble import (
     summarise_teachers,
     task_threads,
 )
+from serdistill.dataset import SPLIT_DISK_BYTES
 from serdistill.errors import ConfigError
 from serdistill.io import atomic_path, write_json, write_text
 from serdistill.metrics import ccc
+from serdistill.storage import concat_rows, is_on_disk, large_empty, release_rows
 from serdistill.training import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -197,6 +199,16 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
     finally:
         bar.close()
     return _write_outputs(run_dir, config, settings, not_run, meta or {}, final=True, report=report)
+
+
+def _concat_on_disk(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Teacher embeddings (N, n, H) and (N, m, H) joined into (N, n + m, H) on disk, a teacher at a time."""
+    out = large_empty((len(a), a.shape[1] + b.shape[1], a.shape[2]), 0)
+    for i in range(len(a)):
+        out[i] = concat_rows([a[i], b[i]], np.inf)
+        for array in (a[i], b[i], out[i]):
+            release_rows(array, 0, len(array))
+    return out
 
 
 def _trial_task(trial: int, *, data: Dataset, config: Config, run_dir: str, meta: dict[str, Any],
@@ -372,9 +384,11 @@ class _GroupRun:
         elif source == "pseudo":
             _, full = self.load("ts_test")
             pseudo = full["members"].mean(axis=0)
-            X = np.concatenate([self.X, self.X_test])
+            # train + test as one training set: on disk when the data are (MSP-Podcast size)
+            X = concat_rows([self.X, self.X_test], SPLIT_DISK_BYTES if is_on_disk(self.X) else np.inf)
             y = np.concatenate([self.y, pseudo.astype(np.float32)])
-            emb = np.concatenate([emb, self.embeddings("test")], axis=1)
+            test = self.embeddings("test")
+            emb = _concat_on_disk(emb, test) if is_on_disk(emb) else np.concatenate([emb, test], axis=1)
             extra["pseudo_labelled"] = int(len(self.X_test))
         alpha = beta = None
         if setting != "ts_test":

@@ -86,6 +86,28 @@ def large_empty(shape: tuple[int, ...], disk_bytes: int, dtype: type = np.float3
     return np.empty(shape, dtype=dtype)
 
 
+def concat_rows(parts: Iterable[np.ndarray], disk_bytes: int, rows: int = 2048) -> np.ndarray:
+    """``np.concatenate(parts)`` along the rows, a :func:`disk_matrix` from ``disk_bytes`` up.
+
+    Copied in blocks of ``rows``, each released after use on both sides, so that neither
+    the parts (when on disk) nor the result stay in the process's memory.
+    """
+    parts = [np.asarray(p) for p in parts]
+    n = sum(len(p) for p in parts)
+    out = large_empty((n, *parts[0].shape[1:]), disk_bytes, parts[0].dtype.type)
+    flat_out = out.reshape(n, -1) if n else out
+    at = 0
+    for part in parts:
+        flat = part.reshape(len(part), -1) if len(part) else part
+        for start in range(0, len(part), rows):
+            block = flat[start:start + rows]
+            flat_out[at:at + len(block)] = block
+            release_rows(flat, start, start + len(block))
+            release_rows(flat_out, at, at + len(block))
+            at += len(block)
+    return out
+
+
 class _FileMapping(mmap.mmap):
     """A :func:`disk_matrix`'s mapping, with its file's open descriptor (``fd``)."""
 

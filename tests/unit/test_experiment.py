@@ -139,3 +139,22 @@ def test_collect_reads_what_was_written(data, tmp_path):
     assert set(results["setting"]) == {"baseline", "teachers", "ts_test"}
     assert set(consistency["who"]) == {"teachers", "students"}
     assert len(consistency) == 2 * 2 * 24  # attributes x who x test segments
+
+
+def test_data_on_disk_give_the_results_in_memory_give(data, tmp_path, monkeypatch):
+    """Raw matrix, normalised splits, embeddings and the pseudo-label set on disk: the same numbers."""
+    import serdistill.dataset as dataset_module
+    import serdistill.ensemble as ensemble_module
+    from serdistill.storage import disk_matrix
+
+    config = Config.from_dict({**TINY, "protocol": {"trials": 1, "settings": ["ts_pseudo", "abl_u1_mc0_n5"]}})
+    memory = run_experiment(data, config, tmp_path / "memory", progress=False, report=False)
+    monkeypatch.setattr(dataset_module, "SPLIT_DISK_BYTES", 0)
+    monkeypatch.setattr(ensemble_module, "EMBEDDINGS_DISK_BYTES", 0)
+    raw = disk_matrix(data.X.shape)
+    raw[:] = data.X
+    on_disk = Dataset(data.manifest, raw, feature_set=data.feature_set)
+    disk = run_experiment(on_disk, config, tmp_path / "disk", progress=False, report=False)
+    merged = memory.results.merge(disk.results, on=["trial", "setting", "attribute"])
+    assert len(merged) == len(memory.results) > 0
+    np.testing.assert_array_equal(merged["ccc_x"], merged["ccc_y"])

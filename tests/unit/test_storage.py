@@ -94,3 +94,20 @@ def test_load_dataset_names_non_finite_files_from_parquet(tmp_path: Path, rng: n
                           "dominance": 1.0})
     with pytest.raises(FeatureError, match=r"1 file\(s\) have NaN or infinite features .*/x/f2.wav"):
         load_dataset(Manifest.from_frame(frame, check_files=False), features=path, verbose=False)
+
+
+def test_concat_rows_equals_numpy_in_memory_and_on_disk(rng: np.random.Generator) -> None:
+    from serdistill.experiment import _concat_on_disk
+    from serdistill.storage import concat_rows
+
+    a, b = rng.standard_normal((7, 5)).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)
+    on_disk = disk_matrix(a.shape)
+    on_disk[:] = a
+    for parts, disk_bytes in (([a, b], np.inf), ([on_disk, b], 0)):
+        out = concat_rows(parts, disk_bytes, rows=2)
+        np.testing.assert_array_equal(out, np.concatenate([a, b]))
+        assert is_on_disk(out) == (disk_bytes == 0)
+    e, f = rng.standard_normal((2, 4, 3)).astype(np.float32), rng.standard_normal((2, 5, 3)).astype(np.float32)
+    joined = _concat_on_disk(e, f)
+    np.testing.assert_array_equal(joined, np.concatenate([e, f], axis=1))
+    assert is_on_disk(joined)
