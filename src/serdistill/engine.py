@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import pickle
 import weakref
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable
 
@@ -37,6 +37,8 @@ __all__ = ["ENGINES", "EngineError", "LocalEngine", "RayEngine", "get_engine"]
 
 logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
+#: How often ``map``'s ``on_wait`` is called while tasks run elsewhere, seconds.
+WAIT_SECONDS = 2.0
 
 
 class EngineError(SerdistillError, RuntimeError):
@@ -59,7 +61,8 @@ class _Engine:
         """Release the engine's processes (or its Ray connection)."""
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
-            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None) -> list[Any]:
+            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
+            on_wait: Callable[[], None] | None = None) -> list[Any]:
         """``[fn(item, **shared) for item in items]``, computed in parallel, in input order.
 
         Args:
@@ -69,6 +72,8 @@ class _Engine:
             num_cpus, num_gpus: the resources one call needs (Ray schedules by them); default
                 CPUs: ``task_cpus``.
             desc: the progress bar's label; None shows no bar.
+            on_wait: called every :data:`WAIT_SECONDS` or so while tasks run elsewhere (e.g. to
+                show progress that the tasks leave in files); not called for tasks run here.
         """
         raise NotImplementedError
 
@@ -202,7 +207,8 @@ class LocalEngine(_Engine):
             process.join(timeout=10)
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
-            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None) -> list[Any]:
+            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
+            on_wait: Callable[[], None] | None = None) -> list[Any]:
         items = list(items)
         shared = dict(shared or {})
         # tasks that need a GPU run here, one after another: workers would all share (and each
@@ -225,9 +231,14 @@ class LocalEngine(_Engine):
             futures: dict[Any, int] = {}
             try:
                 futures = {self._pool.submit(_call_local, fn, item, blob, digest): i for i, item in enumerate(items)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update(1)
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        results[futures[future]] = future.result()
+                        bar.update(1)
+                    if on_wait is not None:
+                        on_wait()
             except BrokenProcessPool as err:
                 self._stop()
                 raise EngineError(
@@ -336,7 +347,8 @@ class RayEngine(_Engine):
         self._owner = False
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
-            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None) -> list[Any]:
+            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
+            on_wait: Callable[[], None] | None = None) -> list[Any]:
         ray = self._ray
         items = list(items)
         keys = tuple((shared or {}).keys())
@@ -348,10 +360,12 @@ class RayEngine(_Engine):
         try:
             with _bar(len(items), desc) as bar:
                 while pending:
-                    done, _ = ray.wait(list(pending), num_returns=1)
+                    done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
                     for ref in done:
                         results[pending.pop(ref)] = ray.get(ref)
                         bar.update(1)
+                    if on_wait is not None:
+                        on_wait()
         except ray.exceptions.RayTaskError as err:
             # the other tasks are left to finish, not cancelled: ray.cancel racing a task that is
             # just finishing can abort this process (Ray 2.60); a local Ray stops them at close()

@@ -174,19 +174,31 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
     todo = all_trials if trials is None else [t for t in trials if t in all_trials]
     if engine is not None and getattr(engine, "name", None) == "local" and len(todo) < 2:
         engine = None  # one trial: here, with torch's threads, rather than one 1-thread task
+    groups = _groups(config)
+    total = len(todo) * len(groups) * len(settings)
+    bar = _bar(total, progress)
     if engine is not None and todo:
         from serdistill.training import resolve_device
 
         threads = int(getattr(engine, "task_cpus", 1))
         gpus = 1 if resolve_device(config.train.device).type == "cuda" else 0
-        engine.map(_trial_task, todo, num_cpus=threads, num_gpus=gpus,
-                   shared={"data": data, "config": config, "run_dir": str(run_dir.absolute()),
-                           "meta": meta or {}, "threads": threads},
-                   desc="trials" if progress else None)
+        finished = [run_dir / "trials" / str(t) / _safe(name) / f"{setting}.json"
+                    for t in todo for name, _ in groups for setting in settings]
+
+        def show_finished() -> None:  # the tasks' settings as their files appear
+            bar.n = sum(path.is_file() for path in finished)
+            bar.refresh()
+
+        try:
+            engine.map(_trial_task, todo, num_cpus=threads, num_gpus=gpus,
+                       shared={"data": data, "config": config, "run_dir": str(run_dir.absolute()),
+                               "meta": meta or {}, "threads": threads},
+                       on_wait=show_finished if progress else None)
+        except BaseException:
+            bar.close()
+            raise
+        bar.reset(total)  # counted again below, where finished settings are skipped
         _prepare_run_dir(run_dir, config, data, meta or {})  # this machine's versions in meta.json
-    groups = _groups(config)
-    total = len(todo) * len(groups) * len(settings)
-    bar = _bar(total, progress)
     try:
         for t in todo:
             for name, columns in groups:

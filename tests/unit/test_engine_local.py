@@ -110,3 +110,20 @@ def test_gpu_tasks_run_in_this_process_one_after_another():
     with LocalEngine(2) as engine:
         assert engine.map(_pid, range(3), num_gpus=1) == [os.getpid()] * 3
         assert engine._pool is None  # no worker was started
+
+
+def _slow(i: int) -> int:
+    import time
+
+    time.sleep(0.5)
+    return i
+
+
+def test_the_pool_calls_on_wait_while_its_tasks_run(monkeypatch):
+    import serdistill.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
+    calls = []
+    with LocalEngine(2) as engine:
+        assert engine.map(_slow, range(2), on_wait=lambda: calls.append(1)) == [0, 1]
+    assert len(calls) >= 3  # the workers' start-up and 0.5 s of work, polled every 0.05 s
