@@ -119,14 +119,11 @@ class _SharingPickler(pickle.Pickler):
         if ref is None:
             owner, copy = self.exports.get(id(obj), (None, None))
             if owner is None or owner() is not obj:
-                try:
-                    copy = storage.to_disk(obj)
-                except OSError as err:  # no room on disk: an ordinary pickle (a copy per worker)
-                    logger.warning("Could not share a %s array with the workers through a file (%s); "
-                                   "each worker gets a copy.", obj.shape, err)
-                    return NotImplemented
+                copy = storage.concat_rows([obj], 0)  # a copy on disk (in memory if the disk has no room)
                 self.exports[id(obj)] = (weakref.ref(obj), copy)
             target, ref = copy, storage.file_reference(copy)
+            if ref is None:  # the copy is in memory: an ordinary pickle, a copy per worker
+                return NotImplemented
         # the file's inode too: a descriptor number can be reused by a new file with the same layout
         return _open_shared, (*ref, os.stat(ref[0]).st_ino, target.shape, target.strides, target.dtype.str)
 

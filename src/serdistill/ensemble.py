@@ -313,12 +313,21 @@ def _fit_student_task(job: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.nda
                       embeddings_unlabelled: np.ndarray | None, config: Config, threads: int) -> dict[str, Any]:
     """One engine task: student ``i`` at grid point (alpha, beta); its best weights and history."""
     alpha, beta, i, name, seed, checkpoint = job
+    data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
+            "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled}
     with task_threads(threads):
-        result = fit_student(X, y, X_dev, y_dev, target=embeddings[i], alpha=alpha, beta=beta,
-                             X_unlabelled=X_unlabelled,
-                             target_unlabelled=None if embeddings_unlabelled is None else embeddings_unlabelled[i],
-                             config=config.student, train=config.train, seed=seed, name=name, checkpoint=checkpoint)
+        result = _fit_member(data, i, alpha, beta, config, seed=seed, name=name, checkpoint=checkpoint)
     return _task_result(result)
+
+
+def _fit_member(data: dict[str, Any], i: int, alpha: float, beta: float, config: Config, *, seed: int, name: str,
+                checkpoint: Path | None, on_epoch: EpochHook | None = None) -> FitResult:
+    """Student ``i`` at (alpha, beta) on ``data`` (StudentEnsemble's arrays), taught by teacher i."""
+    emb_u = data["embeddings_unlabelled"]
+    return fit_student(data["X"], data["y"], data["X_dev"], data["y_dev"], target=data["embeddings"][i], alpha=alpha,
+                       beta=beta, X_unlabelled=data["X_unlabelled"], target_unlabelled=None if emb_u is None else emb_u[i],
+                       config=config.student, train=config.train, seed=seed, name=name, checkpoint=checkpoint,
+                       on_epoch=on_epoch)
 
 
 def _task_result(result: FitResult) -> dict[str, Any]:
@@ -480,12 +489,10 @@ class StudentEnsemble:
         emb, emb_u = data["embeddings"][i], data["embeddings_unlabelled"]
         emb_u = None if emb_u is None else emb_u[i]
         try:
-            return fit_student(data["X"], data["y"], data["X_dev"], data["y_dev"], target=emb, alpha=alpha,
-                               beta=beta, X_unlabelled=data["X_unlabelled"], target_unlabelled=emb_u,
-                               config=config.student, train=config.train, seed=derive_seed(seed, "student", i),
+            return _fit_member(data, i, alpha, beta, config, seed=derive_seed(seed, "student", i),
                                name=f"student {i + 1}/{len(data['embeddings'])} (alpha={alpha:g}, beta={beta:g})",
-                               on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=alpha, beta=beta),
-                               checkpoint=_ckpt(folder, f"{self._key(alpha, beta)}_s{i}.pt"))
+                               checkpoint=_ckpt(folder, f"{self._key(alpha, beta)}_s{i}.pt"),
+                               on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=alpha, beta=beta))
         finally:  # no-ops for in-memory arrays
             release_rows(emb, 0, len(emb))
             if emb_u is not None:

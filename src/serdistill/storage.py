@@ -144,21 +144,6 @@ def open_reference(path: str, offset: int, shape: tuple[int, ...], strides: tupl
     return np.ndarray(shape, dtype=np.dtype(dtype), buffer=mapping, offset=offset, strides=strides)
 
 
-def to_disk(X: np.ndarray, directories: Iterable[PathLike | None] = (None,), rows: int = 2048) -> np.ndarray:
-    """A :func:`disk_matrix` copy of the 2-D array ``X``, written in blocks of ``rows`` and released.
-
-    The copy does not stay in this process's memory (only in the page cache): for handing
-    an in-memory array to other processes through :func:`file_reference`.
-    """
-    X = np.asarray(X)
-    flat = X.reshape(len(X), -1)
-    out = disk_matrix(flat.shape, X.dtype.type, directories)
-    for start in range(0, len(flat), rows):
-        out[start:start + rows] = flat[start:start + rows]
-        release_rows(out, start, start + rows)
-    return out.reshape(X.shape)
-
-
 def is_on_disk(X: np.ndarray) -> bool:
     """Whether ``X`` (or the array it is a view of) is a :func:`disk_matrix`."""
     return _mapping(X) is not None
