@@ -403,14 +403,20 @@ def _tree_pss() -> int:
     """Proportional set size of this process and its descendants, bytes: shared pages counted once."""
     import glob
 
-    total, todo = 0, [os.getpid()]
+    total, todo, seen = 0, [os.getpid()], set()
     while todo:
         pid = todo.pop()
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+                lines = f.read().splitlines()
         except OSError:
             continue
+        # a child between vfork and exec (how a worker is spawned) shows its parent's memory:
+        # the same address range and resident size, counted once
+        key = (lines[0], next((line for line in lines if line.startswith("Rss:")), "")) if lines else None
+        if key not in seen:
+            seen.add(key)
+            total += sum(int(line.split()[1]) for line in lines if line.startswith("Pss:")) * 1024
         for children in glob.glob(f"/proc/{pid}/task/*/children"):
             try:
                 todo += [int(c) for c in open(children).read().split()]

@@ -155,7 +155,13 @@ def _call_local(fn: Callable[..., Any], item: Any, blob: bytes, digest: str) -> 
         _SHARED[:] = [None, None]
         _MAPPED.clear()  # the last call's mappings go (the new ones are mapped again below)
         _SHARED[:] = [digest, pickle.loads(blob)]
-    return fn(item, **_SHARED[1])
+    try:
+        return fn(item, **_SHARED[1])
+    finally:
+        # an idle worker holds neither the shared arrays' pages nor the task's freed heap
+        from serdistill.storage import release_memory
+
+        release_memory(*_MAPPED.values())
 
 
 class LocalEngine(_Engine):

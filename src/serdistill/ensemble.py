@@ -44,7 +44,7 @@ from serdistill.io import atomic_path, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
 from serdistill.models import MLP
-from serdistill.storage import large_empty, release_rows
+from serdistill.storage import PageBudget, large_empty, release_memory, release_rows, row_blocks
 from serdistill.training import (
     EpochHook,
     FitResult,
@@ -81,7 +81,8 @@ def _check_X(X: Any, what: str, d: int | None = None) -> np.ndarray:
         raise ValueError(f"{what} must be 2-D (segments x features); got shape {X.shape}.")
     if d is not None and X.shape[1] != d:
         raise ValueError(f"{what} has {X.shape[1]} features; the model was fitted on {d}.")
-    if not np.isfinite(X).all():
+    # in blocks, each released after use: no (n, d) bool array, no features left mapped
+    if not all(np.isfinite(block).all() for block in row_blocks(X, None, 2048)):
         raise ValueError(f"{what} holds NaN or inf; features must be finite (check extraction and normalisation).")
     return np.ascontiguousarray(X)
 
@@ -588,8 +589,10 @@ def _stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 4096,
     w1, b1, rest, w_out, b_out = _pack(models) if packed is None else packed
     X_t = torch.as_tensor(X, dtype=torch.float32)
     out = np.empty((N, len(X), models[0].out_dim), np.float32)
+    pages = PageBudget(X)
     for start in range(0, len(X), rows):
         xb = X_t[start:start + rows].to(device)
+        pages.read(xb.nbytes)
         h = torch.addmm(b1, xb, w1).relu_().view(len(xb), N, -1).transpose(0, 1)
         for w, b in rest:
             h = torch.baddbmm(b, h, w).relu_()
@@ -756,12 +759,15 @@ class TSModel:
             baseline = Baseline(config, seed=seed, on_epoch=_hook(hook, stage="baseline"),
                                 checkpoint=_ckpt(folder, "baseline.pt")).fit(X_l, y_l, X_d, y_d)
             history["baseline"] = baseline.history_
+            release_memory(X_l, X_d)  # each stage leaves its pages and freed heap behind
         teachers = TeacherEnsemble(config, seed=seed, on_epoch=hook, checkpoint_dir=folder,
                                    engine=self.engine).fit(X_l, y_l, X_d, y_d)
         history["teachers"] = teachers.histories_
+        release_memory(X_l, X_d)
         logger.info("%s: Monte-Carlo dropout (%d passes) on %d training segments", name,
                     config.mc.passes if config.mc.enabled else 1, len(X_l))
         embeddings = teachers.embed(X_l)
+        release_memory(X_l)
         X_u, emb_u = None, None
         if X_unlabelled is not None:
             mc_u = teachers.mc_stack(X_unlabelled)
@@ -773,11 +779,13 @@ class TSModel:
                 kept = np.sort(np.argsort(std, kind="stable")[: max(1, int(round(fraction * len(X_u))))])
                 X_u, emb_u = X_u[kept], emb_u[:, kept]
             del mc_u
+            release_memory(X_unlabelled)
             self.unlabelled_["kept"][name] = len(X_u)
         students = StudentEnsemble(config, seed=seed, on_epoch=hook, engine=self.engine,
                                    checkpoint_dir=None if folder is None else folder / "students")
         students.fit(X_l, y_l, X_d, y_d, embeddings=embeddings, X_unlabelled=X_u, embeddings_unlabelled=emb_u)
         history["students"] = students.histories_
+        release_memory(X_l, X_d, X_u)
         self.alpha_[name], self.beta_[name], self.grid_[name] = students.alpha_, students.beta_, students.grid_
         self.history_[name] = history
         self.dev_ccc_[name] = {

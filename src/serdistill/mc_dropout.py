@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from serdistill.models import MLP, drop_threshold
+from serdistill.storage import PageBudget
 from serdistill.training import derive_seed, make_generator, resolve_device
 
 #: Rows (passes x segments) per stacked GEMM: bounds memory to ~4 buffers of this x 512 floats.
@@ -118,11 +119,13 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
     buf_b = torch.empty_like(buf_a)
     buf_k = torch.empty_like(buf_a)
 
+    pages = PageBudget(X)  # X on disk: its pages leave the process as the blocks pass
     for block, r0 in enumerate(range(0, n, block_rows)):
         r1 = min(r0 + block_rows, n)
         b = r1 - r0
         generator = make_generator(derive_seed(seed, block), device)
         h1 = torch.addmm(biases[0], X_t[r0:r1].to(device), w_first).relu_()
+        pages.read(b * X_t.shape[1] * 4)
         for t0 in range(0, passes, group):
             g = min(group, passes - t0)
             for j in range(g):

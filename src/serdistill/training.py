@@ -30,6 +30,7 @@ from serdistill.errors import ConfigError
 from serdistill.io import atomic_path
 from serdistill.metrics import ccc_loss, ccc_torch
 from serdistill.models import MLP
+from serdistill.storage import PageBudget, row_reader
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +185,10 @@ def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch
     device = torch.device(device)
     X_t = torch.as_tensor(X, dtype=torch.float32)
     outs, hiddens = [], []
+    pages = PageBudget(X)
     for start in range(0, len(X_t), _PREDICT_ROWS):
         out, h = model.forward_hidden(X_t[start:start + _PREDICT_ROWS].to(device))
+        pages.read(_PREDICT_ROWS * X_t.shape[1] * 4)
         outs.append(out.cpu())
         if hidden:
             hiddens.append(h.cpu())
@@ -270,16 +273,19 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
     B = train.batch_size
     labelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
     unlabelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
+    H = T_t.shape[1]
+    target_buf = torch.empty((B + 1, H), device=device)
+    take = {"labelled": (_rows(X, X_t), _rows(target, T_t), labelled_buf),
+            "unlabelled": (_rows(X_unlabelled, U_t), _rows(target_unlabelled, TU_t), unlabelled_buf)}
 
     def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator]) -> dict[str, float]:
         model.train()
         totals = {"labelled": [0.0, 0], "unlabelled": [0.0, 0]}
         for kind, idx in batch_schedule(len(X_t), len(U_t), B, generator=gens["shuffle"]):
             idx = idx.to(device)
-            source, tgt, buf = (X_t, T_t, labelled_buf) if kind == "labelled" else (U_t, TU_t, unlabelled_buf)
-            xb = torch.index_select(source, 0, idx, out=buf[: len(idx)])
-            prediction, hidden = model.forward_hidden(xb)
-            loss = student_loss(prediction, hidden, tgt[idx], alpha=alpha, beta=beta,
+            rows, targets, buf = take[kind]
+            prediction, hidden = model.forward_hidden(rows(idx, buf[: len(idx)]))
+            loss = student_loss(prediction, hidden, targets(idx, target_buf[: len(idx)]), alpha=alpha, beta=beta,
                                 labels=y_t[idx] if kind == "labelled" else None)
             opt.zero_grad()
             loss.backward()
@@ -306,14 +312,14 @@ def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momen
     model = _new_model(X_t.shape[1], hidden, dropout, y_t, train, seed, device)
     B = train.batch_size
     buf = torch.empty((B + 1, X_t.shape[1]), device=device)
+    rows = _rows(X, X_t)
 
     def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator]) -> dict[str, float]:
         model.train()
         total, count = 0.0, 0
         for idx in batches(len(X_t), B, generator=gens["shuffle"]):
             idx = idx.to(device)
-            xb = torch.index_select(X_t, 0, idx, out=buf[: len(idx)])
-            loss = ccc_loss(model(xb, generator=gens["dropout"]), y_t[idx])
+            loss = ccc_loss(model(rows(idx, buf[: len(idx)]), generator=gens["dropout"]), y_t[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -336,6 +342,7 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
           name: str, fingerprint: dict[str, Any]) -> FitResult:
     """The epoch loop shared by every model: train, score dev, keep the best, checkpoint."""
     Xd, yd = _labelled_tensors(X_dev, y_dev, device, "development")
+    dev_pages = PageBudget(X_dev)  # on disk: its pages leave after each scoring
     gens = {"shuffle": make_generator(derive_seed(seed, "shuffle")),
             "dropout": make_generator(derive_seed(seed, "dropout"), device)}
     result = FitResult(model=model, best_score=-math.inf)
@@ -366,6 +373,7 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
         info: dict[str, Any] = {"name": name, "epoch": epoch + 1, "epochs": epochs}
         info.update(run_epoch(opt, gens))
         score = _dev_ccc(model, Xd, yd)
+        dev_pages.release()
         if score > result.best_score or best_state is None:
             result.best_score, result.best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -425,6 +433,23 @@ def _as_tensor(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tens
     if X_t.ndim != 2:
         raise ValueError(f"Expected a 2-D array (segments x features); got shape {tuple(X_t.shape)}.")
     return X_t.to(device).contiguous()
+
+
+def _rows(X: Any, X_t: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``rows(idx, out)``: ``X_t[idx]`` into ``out``, a mini-batch.
+
+    When ``X_t`` is ``X`` itself and ``X`` is on disk (:func:`~serdistill.storage.disk_matrix`),
+    the rows are read from its file (:func:`~serdistill.storage.row_reader`): a random
+    batch through the mapping would map hundreds of MB of it into the process. The same
+    numbers either way.
+    """
+    read = None
+    if (isinstance(X, np.ndarray) and X_t.device.type == "cpu" and X.size
+            and X_t.data_ptr() == X.__array_interface__["data"][0]):
+        read = row_reader(X)
+    if read is None:
+        return lambda idx, out: torch.index_select(X_t, 0, idx, out=out)
+    return lambda idx, out: torch.from_numpy(read(idx.numpy(), out.numpy()))
 
 
 def _labelled_tensors(X, y, device: torch.device, what: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -111,3 +111,53 @@ def test_concat_rows_equals_numpy_in_memory_and_on_disk(rng: np.random.Generator
     joined = _concat_on_disk(e, f)
     np.testing.assert_array_equal(joined, np.concatenate([e, f], axis=1))
     assert is_on_disk(joined)
+
+
+def _mapped_file_mb() -> float:
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Rss_File") or line.startswith("Pss_File")) / 1024
+
+
+needs_smaps = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's /proc/self/smaps_rollup")
+
+
+def test_row_reader_reads_the_rows_of_arrays_and_views_on_disk(rng: np.random.Generator) -> None:
+    from serdistill.engine import _open_shared
+    from serdistill.storage import file_reference, row_reader
+
+    X = rng.standard_normal((300, 9)).astype(np.float32)
+    D = disk_matrix(X.shape)
+    D[:] = X
+    E = disk_matrix((3 * 40, 9)).reshape(3, 40, 9)  # stacked embeddings: teacher 1's slice
+    E[:] = rng.standard_normal(E.shape).astype(np.float32)
+    path, offset = file_reference(D[50:])
+    shared = _open_shared(path, offset, Path(path).stat().st_ino, (250, 9), D.strides, "<f4")  # as a worker sees it
+    rows = rng.choice(40, 17)
+    for array in (D, D[50:], E[1], shared):
+        got = row_reader(array)(rows, np.empty((len(rows), 9), np.float32))
+        np.testing.assert_array_equal(got, array[rows])
+    assert row_reader(X) is None and row_reader(D[:, ::2]) is None  # in memory; columns not contiguous
+    with pytest.raises(IndexError, match="row 300"):
+        row_reader(D)(np.array([1, 300]), np.empty((2, 9), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        row_reader(D)(np.array([1]), np.empty((1, 9), np.float64))
+
+
+@needs_smaps
+def test_page_budget_and_release_memory_drop_the_pages_they_mapped() -> None:
+    from serdistill.storage import PageBudget, release_memory
+
+    D = disk_matrix((2560, 4096))  # 40 MiB
+    D[:] = 1.0
+    release_rows(D, 0, len(D))
+    base = _mapped_file_mb()
+    pages = PageBudget(D, budget=30 << 20)
+    assert float(D[:1280].sum()) == 1280 * 4096  # 20 MiB read through the mapping
+    pages.read(D[:1280].nbytes)
+    assert _mapped_file_mb() - base > 15  # under the budget: kept
+    pages.read(D[1280:].nbytes)
+    assert _mapped_file_mb() - base < 5  # over it: dropped
+    assert float(D.sum()) == D.size  # read again: the same data
+    assert _mapped_file_mb() - base > 35
+    release_memory(D, None, np.ones((3, 3)))
+    assert _mapped_file_mb() - base < 5

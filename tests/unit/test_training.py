@@ -342,3 +342,36 @@ def test_mismatched_checkpoint_raises(tmp_path, data):
         fit_teacher(X[:60], y[:60], X_dev, y_dev, dropout=0.5, config=config, train=TRAIN, checkpoint=path)
     # the same run reads it back fine
     fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=config, train=TRAIN, checkpoint=path)
+
+
+def test_training_on_disk_reads_batches_from_the_file_and_matches_memory(data, monkeypatch):
+    """Features and embeddings on disk: the batches are read with pread (row_reader), and
+    the models are bit-identical to those trained on the same arrays in memory."""
+    import serdistill.training as training
+    from serdistill.storage import disk_matrix
+
+    def on_disk(a: np.ndarray) -> np.ndarray:
+        out = disk_matrix((len(a) + 3, a.shape[1]))[3:]  # a view: its rows start inside the file
+        out[:] = a
+        return out
+
+    readers: list = []
+    real = training.row_reader
+    monkeypatch.setattr(training, "row_reader", lambda X: readers.append(real(X)) or readers[-1])
+    X, y, X_dev, y_dev = data
+    rng = np.random.default_rng(0)
+    target, X_u = rng.random((len(X), 16)).astype(np.float32), rng.normal(size=(30, D)).astype(np.float32)
+    target_u = rng.random((30, 16)).astype(np.float32)
+    a = fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=TEACHER, train=TRAIN, seed=3)
+    assert readers == [None]  # in memory: index_select
+    readers.clear()
+    b = fit_teacher(on_disk(X), y, on_disk(X_dev), y_dev, dropout=0.5, config=TEACHER, train=TRAIN, seed=3)
+    assert len(readers) == 1 and readers[0] is not None
+    assert_same_weights(weights(a.model), weights(b.model))
+    kwargs = dict(alpha=0.5, beta=0.5, config=STUDENT, train=TRAIN, seed=1)
+    c = fit_student(X, y, X_dev, y_dev, target=target, X_unlabelled=X_u, target_unlabelled=target_u, **kwargs)
+    readers.clear()
+    d = fit_student(on_disk(X), y, X_dev, y_dev, target=on_disk(target), X_unlabelled=on_disk(X_u),
+                    target_unlabelled=on_disk(target_u), **kwargs)
+    assert len(readers) == 4 and all(r is not None for r in readers)
+    assert_same_weights(weights(c.model), weights(d.model))
