@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scale-run", type=int, nargs="*", metavar="WORKERS",
                        help="also measure the peak memory of a whole train run cut to 1 epoch per model, "
                             "in one process (1) and/or on a local pool (2, ...): ~6 min each at full size")
+    group.add_argument("--scale-experiment", type=int, default=0, metavar="TRIALS",
+                       help="also measure the peak memory of a whole experiment of TRIALS trials cut to 1 epoch per "
+                            "model, on the default local pool (one process per CPU, at most one per trial): "
+                            "~25 min for 2 trials at full size")
     group.add_argument("--scale-dir", type=Path, default=None, metavar="DIR",
                        help="keep the synthetic Parquet table here and reuse it (default: a temporary folder, removed)")
 
@@ -91,6 +96,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         for workers in getattr(args, "scale_run", None) or []:
             print(f"  a whole cut-down train run, {workers} process(es) ...", flush=True)
             runs.append(_child("run", {"features": str(features), "manifest": str(manifest), "workers": workers}))
+        trials = int(getattr(args, "scale_experiment", 0) or 0)
+        if trials > 0:
+            workers = 1 if trials == 1 else min(trials, os.cpu_count() or 1)  # one trial runs in the command
+            print(f"  a whole cut-down experiment, {trials} trial(s) on {workers} process(es) ...", flush=True)
+            runs.append({**_child("experiment", {"features": str(features), "manifest": str(manifest),
+                                                 "workers": workers, "trials": trials}), "trials": trials})
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -101,7 +112,8 @@ def _run_row(run: dict, fraction: float) -> dict:
     """The memory row of one whole cut-down run: its peak against the matrix it trains on."""
     matrix, peak = run["matrix_used_bytes"], run["peak_pss"]
     where = "in one process" if run["workers"] == 1 else f"on a local pool of {run['workers']} processes"
-    row = {"item": f"whole train run (cut down: 1 epoch each, 1 grid point) {where}: peak PSS (this process's "
+    what = f"experiment of {run['trials']} trial(s)" if "trials" in run else "train run"
+    row = {"item": f"whole {what} (cut down: 1 epoch each, 1 grid point) {where}: peak PSS (this process's "
                    f"ru_maxrss {run['ru_maxrss'] / 1e9:.2f} GB), matrix trained on {run['rows_used']} x {D} = "
                    f"{matrix / 1e9:.2f} GB", "how": f"measured ({run['seconds']:.0f} s)",
            "value": f"{peak / 1e9:.2f} GB = {peak / matrix:.2f}x",
@@ -425,10 +437,14 @@ def _tree_pss() -> int:
     return total
 
 
-def _run(params: dict) -> dict:
-    """Peak memory of ``serdistill train``'s code path, every epoch count cut to 1 (one attribute, one grid point).
+CUT_DOWN = ['attributes=["arousal"]', "baseline.epochs=1", "teacher.epochs=1", "student.epochs=1",
+            "student.alphas=[0.5]", "student.betas=[0.5]"]
 
-    ``load_dataset`` + ``cli.train._arrays`` + ``TSModel.fit`` with configs/quick.toml, in
+
+def _whole_run(params: dict, body: Callable[..., Any]) -> dict:
+    """Peak memory of ``body(config, data, engine)``: a whole run cut down to 1 epoch per model.
+
+    configs/quick.toml with :data:`CUT_DOWN`, the data loaded from the synthetic table, in
     this process (``workers`` 1) or on a local pool of ``workers`` processes. The memory of
     the process and its workers is sampled every 20 ms as their summed PSS (a page shared
     by several processes counts once); ``ru_maxrss`` is this process's own peak.
@@ -437,11 +453,9 @@ def _run(params: dict) -> dict:
 
     import pandas as pd
 
-    from serdistill.cli.train import _arrays
     from serdistill.config import apply_overrides, load_config
     from serdistill.dataset import load_dataset
     from serdistill.engine import LocalEngine
-    from serdistill.ensemble import TSModel
     from serdistill.manifest import Manifest
 
     peak, done = [0], threading.Event()
@@ -452,18 +466,13 @@ def _run(params: dict) -> dict:
             time.sleep(0.02)
 
     threading.Thread(target=sample, daemon=True).start()
-    config = apply_overrides(load_config(ROOT / "configs" / "quick.toml"), [
-        'attributes=["arousal"]', "baseline.epochs=1", "teacher.epochs=1", "student.epochs=1",
-        "student.alphas=[0.5]", "student.betas=[0.5]"])
+    config = apply_overrides(load_config(ROOT / "configs" / "quick.toml"), CUT_DOWN + params.get("overrides", []))
     tic = time.perf_counter()
     data = load_dataset(Manifest.from_frame(pd.read_csv(params["manifest"]), check_files=False),
                         features=params["features"], verbose=False)
-    arrays = _arrays(data, config, params["manifest"])
-    used = sum(len(arrays[k]) for k in ("X", "X_dev")) + (0 if arrays["X_unlabelled"] is None else len(arrays["X_unlabelled"]))
     engine = LocalEngine(params["workers"]) if params["workers"] > 1 else None
     try:
-        TSModel(config, engine=engine).fit(arrays["X"], arrays["y"], arrays["X_dev"], arrays["y_dev"],
-                                           X_unlabelled=arrays["X_unlabelled"], unlabelled_info=arrays["unlabelled_info"])
+        used = body(config, data, engine)
     finally:
         if engine is not None:
             engine.close()
@@ -473,7 +482,34 @@ def _run(params: dict) -> dict:
             "matrix_bytes": int(data.X.nbytes)}
 
 
+def _run(params: dict) -> dict:
+    """``serdistill train``'s code path (``cli.train._arrays`` + ``TSModel.fit``), cut down: :func:`_whole_run`."""
+    from serdistill.cli.train import _arrays
+    from serdistill.ensemble import TSModel
+
+    def train(config, data, engine) -> int:
+        arrays = _arrays(data, config, params["manifest"])
+        TSModel(config, engine=engine).fit(arrays["X"], arrays["y"], arrays["X_dev"], arrays["y_dev"],
+                                           X_unlabelled=arrays["X_unlabelled"], unlabelled_info=arrays["unlabelled_info"])
+        return sum(len(arrays[k]) for k in ("X", "X_dev")) + (
+            0 if arrays["X_unlabelled"] is None else len(arrays["X_unlabelled"]))
+
+    return _whole_run(params, train)
+
+
+def _experiment(params: dict) -> dict:
+    """``serdistill experiment``'s code path (``run_experiment``), ``trials`` trials, cut down: :func:`_whole_run`."""
+    from serdistill.experiment import run_experiment
+
+    def experiment(config, data, engine) -> int:
+        with tempfile.TemporaryDirectory(prefix="serdistill-scale-experiment-") as run_dir:
+            run_experiment(data, config, run_dir, progress=False, engine=engine)
+        return sum(data.split_counts().get(s, 0) for s in ("train", "development", "test", "unlabeled"))
+
+    return _whole_run({**params, "overrides": [f"protocol.trials={params['trials']}"]}, experiment)
+
+
 if __name__ == "__main__":
     kind, params = sys.argv[1], json.loads(sys.argv[2])
-    result = {"write": _write, "measure": _measure, "load": _load, "run": _run}[kind](params)
+    result = {"write": _write, "measure": _measure, "load": _load, "run": _run, "experiment": _experiment}[kind](params)
     print(json.dumps(result))

@@ -165,11 +165,6 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
                               f"files with features (splits: {data.split_counts()}).")
     settings, not_run = plan(config, data)
     _prepare_run_dir(run_dir, config, data, meta or {})
-    normaliser = data.normaliser()
-    arrays = {split: data.arrays(split, attributes=config.attributes, normaliser=normaliser)
-              for split in ("train", "development", "test")}
-    pool = data.arrays("unlabeled", attributes=config.attributes, normaliser=normaliser)[0] \
-        if data.has("unlabeled") else None
     all_trials = list(range(config.protocol.trials))
     todo = all_trials if trials is None else [t for t in trials if t in all_trials]
     if engine is not None and getattr(engine, "name", None) == "local" and len(todo) < 2:
@@ -199,6 +194,12 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
             raise
         bar.reset(total)  # counted again below, where finished settings are skipped
         _prepare_run_dir(run_dir, config, data, meta or {})  # this machine's versions in meta.json
+    # normalised after the tasks (each of which normalises its own): not held while they run
+    normaliser = data.normaliser()
+    arrays = {split: data.arrays(split, attributes=config.attributes, normaliser=normaliser)
+              for split in ("train", "development", "test")}
+    pool = data.arrays("unlabeled", attributes=config.attributes, normaliser=normaliser)[0] \
+        if data.has("unlabeled") else None
     try:
         for t in todo:
             for name, columns in groups:

@@ -182,6 +182,50 @@ def test_experiment_with_ray_writes_the_results_of_the_local_engine(ray_engine, 
     assert (tmp_path / "ray" / "report.md").is_file()
 
 
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """An existing Ray cluster of two nodes, one CPU each (two raylets on this machine, as
+    ``ray start --head`` on one machine and ``ray start --address`` on another would make)."""
+    from ray.cluster_utils import Cluster
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+def test_an_experiment_on_an_existing_two_node_cluster_writes_the_local_results(two_node_cluster, one_thread,
+                                                                               tiny_corpus, tmp_path):
+    """`serdistill experiment --engine ray --ray-address HOST:PORT`, run as a user runs it (its own
+    process, connecting to the cluster): the trials run as tasks on the two nodes, and the
+    results equal those of the local engine."""
+    import subprocess
+    import sys
+
+    manifest, features = tiny_corpus
+    common = [str(manifest), "--config", str(REPO / "configs" / "quick.toml"), "--features", str(features),
+              "--trials", "2", "--no-progress", "--settings", "baseline,teachers,ts_test", *TINY_SETS]
+    code, _, err = run_cli(["experiment", *common, "-o", str(tmp_path / "local")])
+    assert code == 0, err
+    command = [sys.executable, "-m", "serdistill", "experiment", *common, "-o", str(tmp_path / "cluster"),
+               "--engine", "ray", "--ray-address", two_node_cluster]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("results.csv", "grid.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cluster" / name), pd.read_csv(tmp_path / "local" / name),
+                                      check_exact=True)
+
+
 def test_train_with_ray_writes_the_bundle_of_the_local_engine(ray_engine, one_thread, tiny_corpus, tmp_path):
     from serdistill.bundle import load_bundle
 
