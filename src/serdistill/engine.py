@@ -33,7 +33,7 @@ import numpy as np
 
 from serdistill.errors import ConfigError, SerdistillError
 
-__all__ = ["ENGINES", "EngineError", "LocalEngine", "RayEngine", "get_engine"]
+__all__ = ["ENGINES", "EngineError", "LocalEngine", "RayEngine", "get_engine", "report"]
 
 logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
@@ -43,6 +43,26 @@ WAIT_SECONDS = 2.0
 
 class EngineError(SerdistillError, RuntimeError):
     """An engine cannot start: Ray is not installed, or its cluster cannot be reached."""
+
+
+#: In a local pool's worker: the queue that its tasks' :func:`report` events go to.
+_EVENTS: Any = None
+#: In the command's process, while ``map`` runs tasks here: its ``on_event``.
+_SINK: list[Callable[[Any], None] | None] = [None]
+
+
+def report(event: Any) -> None:
+    """From inside a task: hand ``event`` (small, picklable) to the ``on_event`` of the ``map``
+    that runs the task, while the task goes on (e.g. each finished epoch, for a progress bar).
+
+    On the local pool it goes through a queue that the command reads as it waits; in the
+    command's own process ``on_event`` is called at once; on Ray it is dropped (a task's
+    progress arrives with its result). Without an ``on_event`` it does nothing.
+    """
+    if _SINK[0] is not None:
+        _SINK[0](event)
+    elif _EVENTS is not None:
+        _EVENTS.put(event)
 
 
 class _Engine:
@@ -62,7 +82,7 @@ class _Engine:
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
             num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
-            on_wait: Callable[[], None] | None = None) -> list[Any]:
+            on_wait: Callable[[], None] | None = None, on_event: Callable[[Any], None] | None = None) -> list[Any]:
         """``[fn(item, **shared) for item in items]``, computed in parallel, in input order.
 
         Args:
@@ -74,6 +94,8 @@ class _Engine:
             desc: the progress bar's label; None shows no bar.
             on_wait: called every :data:`WAIT_SECONDS` or so while tasks run elsewhere (e.g. to
                 show progress that the tasks leave in files); not called for tasks run here.
+            on_event: called here with each event the tasks :func:`report`, as they report it
+                (local engine: within :data:`WAIT_SECONDS`; Ray: never).
         """
         raise NotImplementedError
 
@@ -143,11 +165,14 @@ def _open_shared(path: str, offset: int, inode: int, shape: tuple, strides: tupl
     return _MAPPED[key]
 
 
-def _init_worker() -> None:
-    """A worker ignores Ctrl-C: the parent gets it, and stops the workers itself."""
+def _init_worker(events: Any) -> None:
+    """A worker ignores Ctrl-C (the parent gets it, and stops the workers itself), and sends
+    its tasks' :func:`report` events to ``events``."""
     import signal
 
+    global _EVENTS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _EVENTS = events
 
 
 def _call_local(fn: Callable[..., Any], item: Any, blob: bytes, digest: str) -> Any:
@@ -184,6 +209,7 @@ class LocalEngine(_Engine):
         self.workers = workers
         self.task_cpus = task_cpus
         self._pool: ProcessPoolExecutor | None = None
+        self._events: Any = None
         self._exports: dict[int, tuple[Any, np.ndarray]] = {}
 
     @property
@@ -195,11 +221,13 @@ class LocalEngine(_Engine):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._events = None
         self._exports.clear()
 
     def _stop(self) -> None:
         """Stop the workers now, mid-task (after an error or Ctrl-C here): their checkpoints stay."""
         pool, self._pool = self._pool, None
+        self._events = None  # a worker stopped while writing may leave it half-written: the next pool gets its own
         if pool is None:
             return
         processes = list(getattr(pool, "_processes", {}).values())  # no public way before Python 3.14
@@ -211,7 +239,7 @@ class LocalEngine(_Engine):
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
             num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
-            on_wait: Callable[[], None] | None = None) -> list[Any]:
+            on_wait: Callable[[], None] | None = None, on_event: Callable[[Any], None] | None = None) -> list[Any]:
         items = list(items)
         shared = dict(shared or {})
         # tasks that need a GPU run here, one after another: workers would all share (and each
@@ -220,23 +248,31 @@ class LocalEngine(_Engine):
         results: list[Any] = [None] * len(items)
         with _bar(len(items), desc) as bar:
             if workers <= 1:
-                for i, item in enumerate(items):
-                    results[i] = fn(item, **shared)
-                    bar.update(1)
+                before, _SINK[0] = _SINK[0], on_event
+                try:
+                    for i, item in enumerate(items):
+                        results[i] = fn(item, **shared)
+                        bar.update(1)
+                finally:
+                    _SINK[0] = before
                 return results
             buffer = io.BytesIO()
             _SharingPickler(buffer, self._exports).dump(shared)
             blob = buffer.getvalue()
             digest = hashlib.sha256(blob).hexdigest()
             if self._pool is None:
+                context = multiprocessing.get_context("spawn")
+                self._events = context.SimpleQueue()
                 self._pool = ProcessPoolExecutor(max_workers=self.processes, initializer=_init_worker,
-                                                 mp_context=multiprocessing.get_context("spawn"))
+                                                 initargs=(self._events,), mp_context=context)
+            events = self._events
             futures: dict[Any, int] = {}
             try:
                 futures = {self._pool.submit(_call_local, fn, item, blob, digest): i for i, item in enumerate(items)}
                 pending = set(futures)
                 while pending:
                     done, pending = wait(pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+                    _drain(events, on_event)  # a task's events are queued before its result
                     for future in done:
                         results[futures[future]] = future.result()
                         bar.update(1)
@@ -255,6 +291,14 @@ class LocalEngine(_Engine):
                 self._stop()
                 raise
         return results
+
+
+def _drain(events: Any, on_event: Callable[[Any], None] | None) -> None:
+    """Every event waiting in ``events``, to ``on_event`` (or dropped without one)."""
+    while not events.empty():
+        event = events.get()
+        if on_event is not None:
+            on_event(event)
 
 
 def _cpus() -> int:
@@ -351,7 +395,7 @@ class RayEngine(_Engine):
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
             num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
-            on_wait: Callable[[], None] | None = None) -> list[Any]:
+            on_wait: Callable[[], None] | None = None, on_event: Callable[[Any], None] | None = None) -> list[Any]:
         ray = self._ray
         items = list(items)
         keys = tuple((shared or {}).keys())

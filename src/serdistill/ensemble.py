@@ -39,6 +39,7 @@ import torch
 
 from serdistill import __version__
 from serdistill.config import Config, UnlabelledConfig
+from serdistill.engine import report
 from serdistill.errors import ConfigError
 from serdistill.io import atomic_path, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
@@ -214,11 +215,18 @@ class TeacherEnsemble:
                    for i, p in enumerate(config.teacher.dropouts)]
         device = resolve_device(config.train.device)
         threads = int(getattr(self.engine, "task_cpus", 1))
-        logger.info("Training %d teachers as tasks of the %s engine (each reported when it is finished)",
-                    N, getattr(self.engine, "name", "given"))
+        logger.info("Training %d teachers as tasks of the %s engine", N, getattr(self.engine, "name", "given"))
+        live: set[int] = set()  # the members whose epochs arrived as they ended (engine.report)
+
+        def on_event(info: dict[str, Any]) -> None:
+            live.add(info["member"])
+            if self.on_epoch is not None:
+                self.on_epoch(info)
+
         results = self.engine.map(
             _fit_teacher_task, members, num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
-            shared={"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "config": config, "threads": threads})
+            shared={"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "config": config, "threads": threads},
+            on_event=on_event)
         for (i, p, *_), result in zip(members, results):
             model = MLP(X.shape[1], config.teacher.hidden, dropout=p, out_dim=y.shape[1],
                         generator=torch.Generator())  # its own generator: torch's global one is untouched
@@ -227,7 +235,7 @@ class TeacherEnsemble:
             self.histories_.append(result["history"])
             self.dev_ccc_.append(result["best_score"])
             hook = _hook(self.on_epoch, stage="teacher", member=i)
-            for info in result["history"] if hook is not None else ():
+            for info in result["history"] if hook is not None and i not in live else ():  # Ray: at the end
                 hook(dict(info))
 
     def mc_predict(self, X: np.ndarray, *, embedding_std: bool = False) -> list[MCResult]:
@@ -305,7 +313,7 @@ def _fit_teacher_task(member: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.
     i, p, name, seed, checkpoint = member
     with task_threads(threads):
         result = fit_teacher(X, y, X_dev, y_dev, dropout=p, config=config.teacher, train=config.train, seed=seed,
-                             name=name, checkpoint=checkpoint)
+                             name=name, checkpoint=checkpoint, on_epoch=_hook(report, stage="teacher", member=i))
     return _task_result(result)
 
 
@@ -317,7 +325,8 @@ def _fit_student_task(job: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.nda
     data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
             "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled}
     with task_threads(threads):
-        result = _fit_member(data, i, alpha, beta, config, seed=seed, name=name, checkpoint=checkpoint)
+        result = _fit_member(data, i, alpha, beta, config, seed=seed, name=name, checkpoint=checkpoint,
+                             on_epoch=_hook(report, stage="student", member=i, alpha=alpha, beta=beta))
     return _task_result(result)
 
 
@@ -513,8 +522,15 @@ class StudentEnsemble:
         threads = int(getattr(self.engine, "task_cpus", 1))
         logger.info("Training %d students (%d alpha/beta points) as tasks of the %s engine", len(jobs), len(points),
                     getattr(self.engine, "name", "given"))
+        live: set[tuple] = set()  # the students whose epochs arrived as they ended (engine.report)
+
+        def on_event(info: dict[str, Any]) -> None:
+            live.add((info["alpha"], info["beta"], info["member"]))
+            if self.on_epoch is not None:
+                self.on_epoch(info)
+
         out = self.engine.map(_fit_student_task, jobs, num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
-                              shared={**data, "config": config, "threads": threads})
+                              shared={**data, "config": config, "threads": threads}, on_event=on_event)
         trained: dict[str, list[FitResult]] = {}
         d, k = data["X"].shape[1], data["y"].shape[1]
         for (a, b, i, *_), result in zip(jobs, out):
@@ -524,7 +540,7 @@ class StudentEnsemble:
                 model=model.to(device).eval(), history=result["history"], best_epoch=result["best_epoch"],
                 best_score=result["best_score"]))
             hook = _hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b)
-            for info in result["history"] if hook is not None else ():
+            for info in result["history"] if hook is not None and (a, b, i) not in live else ():  # Ray: at the end
                 hook(dict(info))
         return trained
 

@@ -254,30 +254,50 @@ def test_train_on_the_process_pool_stops_on_ctrl_c_and_resumes(emodb: SimpleName
 
     bundle = tmp_path / "run.bundle"
     ckpt = train_cli.checkpoint_dir(bundle)
-    teachers = [ckpt / "arousal" / f"teacher{i}.pt" for i in range(2)]
     original = train_cli.Progress.__call__
-    stamps: list[list[int]] = []
+    seen: list[tuple] = []
 
-    def ctrl_c_once_the_teachers_are_back(self, info):
-        if info["stage"] == "teacher" and not stamps:
-            stamps.append([t.stat().st_mtime_ns for t in teachers])
+    def ctrl_c_at_a_teachers_second_epoch(self, info):  # the workers report each epoch as it ends
+        seen.append((info["stage"], info.get("member"), info["epoch"]))
+        if info["stage"] == "teacher" and info["epoch"] == 2:
             raise KeyboardInterrupt
         original(self, info)
 
-    monkeypatch.setattr(train_cli.Progress, "__call__", ctrl_c_once_the_teachers_are_back)
+    monkeypatch.setattr(train_cli.Progress, "__call__", ctrl_c_at_a_teachers_second_epoch)
     code, _, err = _run(["train", str(emodb.manifest), "-o", str(bundle), *argv])
     assert code == 130 and "interrupted" in err and not bundle.exists()
+    assert ("teacher", 0, 4) not in seen and ("teacher", 1, 4) not in seen  # stopped mid-teachers
+    assert any((ckpt / "arousal" / f"teacher{i}.pt").is_file() for i in range(2))
 
-    def check_the_teachers_were_not_retrained(self, info):
-        if info["stage"] == "teacher" and len(stamps) == 1:
-            stamps.append([t.stat().st_mtime_ns for t in teachers])
+    seen.clear()
+
+    def record(self, info):
+        seen.append((info["stage"], info.get("member"), info["epoch"]))
         original(self, info)
 
-    monkeypatch.setattr(train_cli.Progress, "__call__", check_the_teachers_were_not_retrained)
+    monkeypatch.setattr(train_cli.Progress, "__call__", record)
     code, _, err = _run(["train", str(emodb.manifest), "-o", str(bundle), *argv])
     assert code == 0, err
-    assert stamps[1] == stamps[0] and not ckpt.exists()
+    first = {m: min(e for s, mm, e in seen if s == "teacher" and mm == m) for m in range(2)}
+    assert max(first.values()) >= 2  # a teacher went on from its checkpoint, not from epoch 1
+    assert ("baseline", None, 1) not in seen and not ckpt.exists()  # the baseline was not retrained
     X = read_features(emodb.features).to_numpy()[:50]
     resumed, uninterrupted = load_bundle(bundle).predict_features(X), load_bundle(reference).predict_features(X)
     np.testing.assert_array_equal(resumed[0], uninterrupted[0])
     np.testing.assert_array_equal(resumed[1], uninterrupted[1])
+
+
+def test_progress_keeps_each_of_several_concurrent_models_apart() -> None:
+    import io
+
+    stream = io.StringIO()  # not a terminal: the finished-model lines only
+    progress = train_cli.Progress(stream=stream)
+    for epoch in (1, 2):  # two teachers of a pool, their epochs interleaved
+        for member, seconds in ((0, 1.0), (1, 10.0)):
+            progress({"group": "arousal", "stage": "teacher", "member": member, "name": f"teacher {member + 1}/2",
+                      "epoch": epoch, "epochs": 2, "seconds": seconds, "dev_ccc": 0.1 * epoch,
+                      "best_dev_ccc": 0.2, "best_epoch": 2})
+    assert stream.getvalue().splitlines() == [
+        "arousal: teacher 1/2: best dev CCC 0.200 at epoch 2/2 (2.0 s)",
+        "arousal: teacher 2/2: best dev CCC 0.200 at epoch 2/2 (20.0 s)"]
+    assert progress.models == {}

@@ -124,3 +124,70 @@ def test_the_pool_calls_on_wait_while_its_tasks_run(monkeypatch):
     with LocalEngine(2) as engine:
         assert engine.map(_slow, range(2), on_wait=lambda: calls.append(1)) == [0, 1]
     assert len(calls) >= 3  # the workers' start-up and 0.5 s of work, polled every 0.05 s
+
+
+def _report_then_wait(i: int, *, folder: str, patience: float = 30.0) -> bool:
+    """A task that reports, then waits (up to ``patience`` s) for the command to have seen the report."""
+    import time
+    from pathlib import Path
+
+    from serdistill.engine import report
+
+    report({"task": i, "step": "started"})
+    seen, deadline = Path(folder) / f"{i}.seen", time.monotonic() + patience
+    while not seen.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    report({"task": i, "step": "done"})
+    return seen.exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_task_reports_reach_on_event_while_the_tasks_run(monkeypatch, tmp_path, workers):
+    import serdistill.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
+    events = []
+
+    def on_event(event: dict) -> None:
+        events.append(event)
+        if event["step"] == "started":
+            (tmp_path / f"{event['task']}.seen").touch()
+
+    with LocalEngine(workers) as engine:
+        assert engine.map(_report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
+        assert engine.map(_report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]  # no one listens
+    assert sorted((e["task"], e["step"]) for e in events) == [(i, s) for i in range(3) for s in ("done", "started")]
+    assert engine_module._SINK == [None]
+
+
+def test_pool_training_reports_each_epoch_once_as_the_sequential_one_does():
+    import torch
+
+    from serdistill.config import Config
+    from serdistill.ensemble import StudentEnsemble, TeacherEnsemble
+
+    from toy import TINY
+
+    config = Config.from_dict(TINY)
+    rng = np.random.default_rng(0)
+    X, X_dev = rng.normal(size=(60, 12)).astype(np.float32), rng.normal(size=(24, 12)).astype(np.float32)
+    y, y_dev = X[:, :1] + 4, X_dev[:, :1] + 4
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = {}
+        for name, engine in (("here", None), ("pool", LocalEngine(2))):
+            seen: list[dict] = []
+            teachers = TeacherEnsemble(config, seed=1, engine=engine, on_epoch=seen.append).fit(X, y, X_dev, y_dev)
+            emb = teachers.embed(X)
+            StudentEnsemble(config, seed=1, engine=engine, on_epoch=seen.append).fit(X, y, X_dev, y_dev, embeddings=emb)
+            if engine is not None:
+                engine.close()
+            runs[name] = seen
+    finally:
+        torch.set_num_threads(before)
+    key = lambda e: (e["stage"], e.get("alpha", 0), e.get("beta", 0), e["member"], e["epoch"])  # noqa: E731
+    strip = lambda e: repr({k: v for k, v in e.items() if k != "seconds"})  # noqa: E731  (repr: nan == nan)
+    assert len(runs["pool"]) == len(runs["here"]) > 0
+    assert sorted(map(key, runs["pool"])) == sorted(map(key, runs["here"]))  # each epoch once
+    assert [strip(e) for e in sorted(runs["pool"], key=key)] == [strip(e) for e in sorted(runs["here"], key=key)]

@@ -204,43 +204,47 @@ def _check_run(folder: Path, config: Any, arrays: dict[str, Any]) -> None:
 
 
 class Progress:
-    """The ``on_epoch`` hook: a progress bar per model (on a terminal) and one line per finished model."""
+    """The ``on_epoch`` hook: a progress bar per model (on a terminal) and one line per finished model.
+
+    Models trained at the same time (tasks of the local pool report their epochs as they
+    end, interleaved) each keep their own bar and their own time.
+    """
 
     def __init__(self, *, enabled: bool = True, stream: Any = None) -> None:
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
-        self.key: tuple | None = None
-        self.bar: Any = None
-        self.seconds = 0.0
+        self.models: dict[tuple, list[Any]] = {}  # key -> [bar or None, seconds]
 
     def __call__(self, info: dict[str, Any]) -> None:
         if not self.enabled:
             return
         key = (info.get("group"), info.get("stage"), info.get("member"), info.get("alpha"), info.get("beta"))
-        if key != self.key:
-            self.close()
-            self.key, self.seconds = key, 0.0
+        if key not in self.models:
+            bar = None
             if self.stream.isatty():
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=info["epochs"], initial=info["epoch"] - 1, leave=False, unit="epoch",
-                                desc=f"{info.get('group')}: {info.get('name')}", file=self.stream,
-                                dynamic_ncols=True)
-        self.seconds += float(info.get("seconds", 0.0))
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(f"dev CCC {info['dev_ccc']:.3f}", refresh=False)
+                bar = tqdm(total=info["epochs"], initial=info["epoch"] - 1, leave=False, unit="epoch",
+                           desc=f"{info.get('group')}: {info.get('name')}", file=self.stream, dynamic_ncols=True)
+            self.models[key] = [bar, 0.0]
+        state = self.models[key]
+        state[1] += float(info.get("seconds", 0.0))
+        if state[0] is not None:
+            state[0].update(1)
+            state[0].set_postfix_str(f"dev CCC {info['dev_ccc']:.3f}", refresh=False)
         if info["epoch"] == info["epochs"]:
-            self.close()
+            if state[0] is not None:
+                state[0].close()
+            del self.models[key]
             print(f"{info.get('group')}: {info.get('name')}: best dev CCC {info['best_dev_ccc']:.3f} "
-                  f"at epoch {info['best_epoch']}/{info['epochs']} ({self.seconds:.1f} s)",
+                  f"at epoch {info['best_epoch']}/{info['epochs']} ({state[1]:.1f} s)",
                   file=self.stream, flush=True)
-            self.key = None
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        for bar, _ in self.models.values():
+            if bar is not None:
+                bar.close()
+        self.models.clear()
 
 
 def summary(model: Any, output: Path, seconds: float) -> str:
