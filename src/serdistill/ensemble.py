@@ -45,7 +45,7 @@ from serdistill.io import atomic_path, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
 from serdistill.models import MLP
-from serdistill.storage import PageBudget, large_empty, release_memory, release_rows, row_blocks
+from serdistill.storage import PageBudget, large_empty, release_memory, release_rows, row_blocks, select_rows
 from serdistill.training import (
     EpochHook,
     FitResult,
@@ -99,7 +99,7 @@ def _check_y(y: Any, n: int, what: str) -> np.ndarray:
 def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rows whose labels are all finite (NaN = unlabelled)."""
     keep = np.isfinite(y).all(axis=1)
-    return (X, y) if keep.all() else (X[keep], y[keep])
+    return (X, y) if keep.all() else (select_rows(X, keep), y[keep])
 
 
 def _squeeze(a: np.ndarray) -> np.ndarray:
@@ -417,7 +417,7 @@ class StudentEnsemble:
             raise ValueError(f"embeddings must be (N, {len(X)}, H); got shape {embeddings.shape}.")
         keep = np.isfinite(y).all(axis=1)
         if not keep.all():  # no copy of the (large) features when every row is labelled
-            X, y, embeddings = X[keep], y[keep], embeddings[:, keep]
+            X, y, embeddings = select_rows(X, keep), y[keep], embeddings[:, keep]
         X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
         if X_unlabelled is not None and len(X_unlabelled):
             X_unlabelled = _check_X(X_unlabelled, "X_unlabelled", X.shape[1])
@@ -652,7 +652,7 @@ def select_unlabelled(config: UnlabelledConfig, *, X_test: np.ndarray | None = N
         size = len(X_pool)
     rng = np.random.default_rng(derive_seed(seed, "unlabelled"))
     indices = np.sort(rng.choice(len(X_pool), size=size, replace=False))
-    return X_pool[indices], {"source": "unlabeled", "n": int(size), "indices": indices.tolist()}
+    return select_rows(X_pool, indices), {"source": "unlabeled", "n": int(size), "indices": indices.tolist()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -793,7 +793,7 @@ class TSModel:
                 _, std = summarise_teachers(mc_u, return_std=True)
                 std = std.reshape(len(X_u), -1).mean(axis=1)
                 kept = np.sort(np.argsort(std, kind="stable")[: max(1, int(round(fraction * len(X_u))))])
-                X_u, emb_u = X_u[kept], emb_u[:, kept]
+                X_u, emb_u = select_rows(X_u, kept), emb_u[:, kept]
             del mc_u
             release_memory(X_unlabelled)
             self.unlabelled_["kept"][name] = len(X_u)

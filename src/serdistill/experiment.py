@@ -56,7 +56,7 @@ from serdistill.dataset import SPLIT_DISK_BYTES
 from serdistill.errors import ConfigError
 from serdistill.io import atomic_path, write_json, write_text
 from serdistill.metrics import ccc
-from serdistill.storage import concat_rows, is_on_disk, large_empty, release_rows
+from serdistill.storage import concat_rows, is_on_disk, large_empty, release_memory, release_rows, select_rows
 from serdistill.training import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -351,6 +351,8 @@ class _GroupRun:
                 self.run_single(setting)
             else:
                 self.run_students(setting)
+            # a trial is one long task: each setting leaves its pages and freed heap behind
+            release_memory(self.X, self.X_dev, self.X_test, self.pool, self._unlabeled)
             self.bar.update(1)
         shutil.rmtree(self.work, ignore_errors=True)
 
@@ -392,7 +394,7 @@ class _GroupRun:
             std = np.asarray(std).reshape(len(self.X_test), -1).mean(axis=1)
             k = max(1, int(round(self.config.protocol.top_fraction * len(self.X_test))))
             kept = np.sort(np.argsort(std, kind="stable")[:k])
-            X_u, emb_u = self.X_test[kept], self.embeddings("test")[:, kept]
+            X_u, emb_u = select_rows(self.X_test, kept), self.embeddings("test")[:, kept]
             extra["kept"] = int(k)
         elif source == "pseudo":
             _, full = self.load("ts_test")
@@ -474,7 +476,7 @@ def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = np.isfinite(y).all(axis=1)
     if keep.all():  # no copy of the (large) features when every row is labelled
         return X, y
-    return X[keep], y[keep]
+    return select_rows(X, keep), y[keep]
 
 
 def _finite(value: Any) -> float | None:

@@ -198,12 +198,26 @@ def row_blocks(X: np.ndarray, rows: np.ndarray | None, size: int):
                 release_rows(X, int(index.min()), int(index.max()) + 1)
 
 
-def take_rows(X: np.ndarray, rows: np.ndarray, size: int = 2048) -> np.ndarray:
-    """``X[rows]`` (a new array), gathered in blocks so that a :func:`disk_matrix` stays out of memory."""
-    out = np.empty((len(rows), *X.shape[1:]), dtype=X.dtype)
-    for i, block in enumerate(row_blocks(X, np.asarray(rows), size)):
+def take_rows(X: np.ndarray, rows: np.ndarray, size: int = 2048, *, disk_bytes: float = np.inf) -> np.ndarray:
+    """``X[rows]`` (a new array), gathered in blocks so that a :func:`disk_matrix` stays out of
+    memory; from ``disk_bytes`` up the result is one too (:func:`large_empty`)."""
+    rows = np.asarray(rows)
+    out = large_empty((len(rows), *X.shape[1:]), disk_bytes, X.dtype.type)
+    for i, block in enumerate(row_blocks(X, rows, size)):
         out[i * size:i * size + len(block)] = block
+        release_rows(out, i * size, i * size + len(block))
     return out
+
+
+def select_rows(X: np.ndarray, rows: np.ndarray, disk_bytes: float = 1 << 20) -> np.ndarray:
+    """``X[rows]`` for indices or a boolean mask: on disk when ``X`` is (and the result has
+    ``disk_bytes`` or more), so that a subset of on-disk features never lands in memory."""
+    rows = np.asarray(rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    if not is_on_disk(X):
+        return X[rows]
+    return take_rows(X, rows, disk_bytes=disk_bytes)
 
 
 #: :class:`PageBudget`'s default: the bytes of random reads between two releases.

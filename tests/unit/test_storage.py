@@ -161,3 +161,18 @@ def test_page_budget_and_release_memory_drop_the_pages_they_mapped() -> None:
     assert _mapped_file_mb() - base > 35
     release_memory(D, None, np.ones((3, 3)))
     assert _mapped_file_mb() - base < 5
+
+
+def test_select_rows_keeps_a_subset_of_on_disk_features_on_disk(rng: np.random.Generator) -> None:
+    from serdistill.storage import select_rows
+
+    X = rng.standard_normal((700, 600)).astype(np.float32)
+    D = disk_matrix(X.shape)
+    D[:] = X
+    mask = rng.random(700) < 0.7
+    for rows in (mask, np.flatnonzero(mask)):
+        on_disk, in_memory = select_rows(D, rows), select_rows(X, rows)
+        np.testing.assert_array_equal(on_disk, X[rows])
+        np.testing.assert_array_equal(in_memory, X[rows])
+        assert is_on_disk(on_disk) and not is_on_disk(in_memory)
+    assert not is_on_disk(select_rows(D, [1, 2]))  # 4.8 kB: under 1 MiB, in memory
