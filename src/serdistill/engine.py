@@ -55,9 +55,10 @@ def report(event: Any) -> None:
     """From inside a task: hand ``event`` (small, picklable) to the ``on_event`` of the ``map``
     that runs the task, while the task goes on (e.g. each finished epoch, for a progress bar).
 
-    On the local pool it goes through a queue that the command reads as it waits; in the
-    command's own process ``on_event`` is called at once; on Ray it is dropped (a task's
-    progress arrives with its result). Without an ``on_event`` it does nothing.
+    On the local pool it goes through a queue that the command reads as it waits; on Ray,
+    through a queue actor of the cluster (``ray.util.queue``), which the command reads as it
+    waits; in the command's own process ``on_event`` is called at once. Without an
+    ``on_event`` it does nothing.
     """
     if _SINK[0] is not None:
         _SINK[0](event)
@@ -312,10 +313,41 @@ def _cpus() -> int:
 # Ray
 
 
-def _call_ray(fn: Callable[..., Any], keys: tuple[str, ...], item: Any, *values: Any) -> Any:
+def _call_ray(fn: Callable[..., Any], keys: tuple[str, ...], events: Any, item: Any, *values: Any) -> Any:
     # Ray resolves object references passed as top-level arguments: ``values`` are the
     # shared objects themselves, fetched from the object store once per node.
-    return fn(item, **dict(zip(keys, values)))
+    global _EVENTS
+    before, _EVENTS = _EVENTS, (None if events is None else _RayEvents(events))
+    try:
+        return fn(item, **dict(zip(keys, values)))
+    finally:
+        _EVENTS = before
+
+
+class _RayEvents:
+    """A task's end of the map's queue actor: progress is not worth failing the task for
+    (the queue is gone once the command stops waiting, e.g. after another task's error)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def put(self, event: Any) -> None:
+        if self.queue is None:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except Exception:  # the actor died or was shut down: the rest is dropped
+            self.queue = None
+
+
+def _drain_ray(events: Any, on_event: Callable[[Any], None] | None) -> None:
+    """Every event waiting in a ``ray.util.queue.Queue``, to ``on_event``."""
+    if events is None:
+        return
+    waiting = events.size()
+    for event in events.get_nowait_batch(waiting) if waiting else ():
+        if on_event is not None:
+            on_event(event)
 
 
 def _import_ray():
@@ -402,12 +434,18 @@ class RayEngine(_Engine):
         refs = [ray.put(value) for value in (shared or {}).values()]  # once, not once per task
         num_cpus = self.task_cpus if num_cpus is None else num_cpus
         task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(_call_ray)
-        pending = {task.remote(fn, keys, item, *refs): i for i, item in enumerate(items)}
+        events = None
+        if on_event is not None:  # the tasks' report()s: a queue actor on the cluster, no CPU held
+            from ray.util.queue import Queue
+
+            events = Queue(actor_options={"num_cpus": 0})
+        pending = {task.remote(fn, keys, events, item, *refs): i for i, item in enumerate(items)}
         results: list[Any] = [None] * len(items)
         try:
             with _bar(len(items), desc) as bar:
                 while pending:
                     done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+                    _drain_ray(events, on_event)  # a task's events are queued before its result
                     for ref in done:
                         results[pending.pop(ref)] = ray.get(ref)
                         bar.update(1)
@@ -426,6 +464,9 @@ class RayEngine(_Engine):
                 f"({type(err).__name__}: {err}); check the cluster ('ray status', the nodes' memory) "
                 "and run the command again: finished work is kept where it is checkpointed."
             ) from err
+        finally:
+            if events is not None:
+                events.shutdown()
         return results
 
 

@@ -45,7 +45,16 @@ from serdistill.io import atomic_path, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
 from serdistill.models import MLP
-from serdistill.storage import PageBudget, large_empty, release_memory, release_rows, row_blocks, select_rows
+from serdistill.storage import (
+    PageBudget,
+    is_on_disk,
+    large_empty,
+    release_memory,
+    release_rows,
+    row_blocks,
+    select_rows,
+    take_rows,
+)
 from serdistill.training import (
     EpochHook,
     FitResult,
@@ -235,7 +244,7 @@ class TeacherEnsemble:
             self.histories_.append(result["history"])
             self.dev_ccc_.append(result["best_score"])
             hook = _hook(self.on_epoch, stage="teacher", member=i)
-            for info in result["history"] if hook is not None and i not in live else ():  # Ray: at the end
+            for info in result["history"] if hook is not None and i not in live else ():  # those that did not arrive live
                 hook(dict(info))
 
     def mc_predict(self, X: np.ndarray, *, embedding_std: bool = False) -> list[MCResult]:
@@ -417,7 +426,7 @@ class StudentEnsemble:
             raise ValueError(f"embeddings must be (N, {len(X)}, H); got shape {embeddings.shape}.")
         keep = np.isfinite(y).all(axis=1)
         if not keep.all():  # no copy of the (large) features when every row is labelled
-            X, y, embeddings = select_rows(X, keep), y[keep], embeddings[:, keep]
+            X, y, embeddings = select_rows(X, keep), y[keep], select_embedding_rows(embeddings, keep)
         X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
         if X_unlabelled is not None and len(X_unlabelled):
             X_unlabelled = _check_X(X_unlabelled, "X_unlabelled", X.shape[1])
@@ -540,7 +549,7 @@ class StudentEnsemble:
                 model=model.to(device).eval(), history=result["history"], best_epoch=result["best_epoch"],
                 best_score=result["best_score"]))
             hook = _hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b)
-            for info in result["history"] if hook is not None and (a, b, i) not in live else ():  # Ray: at the end
+            for info in result["history"] if hook is not None and (a, b, i) not in live else ():  # those that did not arrive live
                 hook(dict(info))
         return trained
 
@@ -591,6 +600,21 @@ def _pack(models: Sequence[MLP]) -> tuple:
     return w1, b1, rest, w_out, b_out
 
 
+def select_embedding_rows(E: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``E[:, rows]`` of teacher embeddings (N, n, H), for indices or a boolean mask: on disk
+    when ``E`` is (a teacher at a time, each slice's pages released), else in memory."""
+    rows = np.asarray(rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    if not is_on_disk(E) or not len(rows):
+        return E[:, rows]
+    out = large_empty((len(E), len(rows), E.shape[2]), 0, E.dtype.type)
+    for i in range(len(E)):
+        out[i] = take_rows(E[i], rows)  # teacher i's rows: one (k, H) in memory at a time
+        release_rows(out[i], 0, len(rows))
+    return out
+
+
 @torch.no_grad()
 def _stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 4096,
                      packed: tuple | None = None) -> np.ndarray:
@@ -606,8 +630,9 @@ def _stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 4096,
     X_t = torch.as_tensor(X, dtype=torch.float32)
     out = np.empty((N, len(X), models[0].out_dim), np.float32)
     pages = PageBudget(X)
-    for start in range(0, len(X), rows):
-        xb = X_t[start:start + rows].to(device)
+    step = pages.chunk(rows, X_t.shape[1] * 4)
+    for start in range(0, len(X), step):
+        xb = X_t[start:start + step].to(device)
         pages.read(xb.nbytes)
         h = torch.addmm(b1, xb, w1).relu_().view(len(xb), N, -1).transpose(0, 1)
         for w, b in rest:

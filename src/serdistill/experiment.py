@@ -48,6 +48,7 @@ from serdistill.ensemble import (
     StudentEnsemble,
     TeacherEnsemble,
     TeacherMC,
+    select_embedding_rows,
     select_unlabelled,
     summarise_teachers,
     task_threads,
@@ -317,6 +318,9 @@ class _GroupRun:
             X = self.unlabeled() if which == "unlabeled" else {"train": self.X, "test": self.X_test}[which]
             # the same mask streams as TSModel.fit
             self._mc[key] = self.teachers().mc_stack(X, enabled=None if enabled else False)
+            # the students' long settings run without the teachers' weights (5 x 16 MB at MSP size):
+            # the next stack reads them back from their checkpoints in the work folder
+            self._teachers = None
         return self._mc[key]
 
     def embeddings(self, which: str, enabled: bool = True) -> np.ndarray:
@@ -365,12 +369,12 @@ class _GroupRun:
         self.record("baseline", prediction, {"dev_ccc": _finite(model.dev_ccc_), "best_epoch": model.best_epoch_})
 
     def run_teachers(self) -> None:
+        dev_ccc = [_finite(s) for s in self.teachers().dev_ccc_]
         mc = self.mc("test")
         mean, std = summarise_teachers(mc, return_std=True)
         one_pass = mc.samples[:, 0]  # (N, n, k): one MC run per teacher
-        teachers = self.teachers()
         self.record("teachers", np.asarray(mean).reshape(len(self.X_test), -1),
-                    {"dev_ccc": [_finite(s) for s in teachers.dev_ccc_],
+                    {"dev_ccc": dev_ccc,
                      "dropouts": list(self.config.teacher.dropouts), "passes": self.config.mc.passes},
                     {"one_pass_std": one_pass.std(axis=0), "mc_std": np.asarray(std).reshape(len(self.X_test), -1)})
 
@@ -394,7 +398,7 @@ class _GroupRun:
             std = np.asarray(std).reshape(len(self.X_test), -1).mean(axis=1)
             k = max(1, int(round(self.config.protocol.top_fraction * len(self.X_test))))
             kept = np.sort(np.argsort(std, kind="stable")[:k])
-            X_u, emb_u = select_rows(self.X_test, kept), self.embeddings("test")[:, kept]
+            X_u, emb_u = select_rows(self.X_test, kept), select_embedding_rows(self.embeddings("test"), kept)
             extra["kept"] = int(k)
         elif source == "pseudo":
             _, full = self.load("ts_test")

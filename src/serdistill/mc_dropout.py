@@ -87,8 +87,9 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
     X_t = torch.as_tensor(X, dtype=torch.float32)
     n = len(X_t)
     model = model.eval()
+    pages = PageBudget(X)  # X on disk: its pages leave the process as the blocks pass
     if not enabled or model.dropout == 0.0:
-        return _deterministic(model, X_t, device=device, block_rows=block_rows,
+        return _deterministic(model, X_t, pages, device=device, block_rows=block_rows,
                               embedding_std=embedding_std, return_masks=return_masks)
     widths = model.hidden
     L, H_last, k = len(widths), widths[-1], model.out_dim
@@ -119,13 +120,16 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
     buf_b = torch.empty_like(buf_a)
     buf_k = torch.empty_like(buf_a)
 
-    pages = PageBudget(X)  # X on disk: its pages leave the process as the blocks pass
     for block, r0 in enumerate(range(0, n, block_rows)):
         r1 = min(r0 + block_rows, n)
         b = r1 - r0
         generator = make_generator(derive_seed(seed, block), device)
-        h1 = torch.addmm(biases[0], X_t[r0:r1].to(device), w_first).relu_()
-        pages.read(b * X_t.shape[1] * 4)
+        h1 = torch.empty((b, widths[0]), device=device)
+        step = pages.chunk(b, X_t.shape[1] * 4)  # on disk: the block is read in slices
+        for s0 in range(0, b, step):
+            torch.addmm(biases[0], X_t[r0 + s0:min(r0 + s0 + step, r1)].to(device), w_first, out=h1[s0:s0 + step])
+            pages.read(len(h1[s0:s0 + step]) * X_t.shape[1] * 4)
+        h1.relu_()
         for t0 in range(0, passes, group):
             g = min(group, passes - t0)
             for j in range(g):
@@ -194,17 +198,16 @@ def mc_dropout_naive(model: MLP, X: np.ndarray | torch.Tensor,
     return _result(hidden.mean(dim=0), emb_sq, samples, passes, None)
 
 
-def _deterministic(model: MLP, X_t: torch.Tensor, *, device: torch.device, block_rows: int,
+def _deterministic(model: MLP, X_t: torch.Tensor, pages: PageBudget, *, device: torch.device, block_rows: int,
                    embedding_std: bool, return_masks: bool) -> MCResult:
     """One pass with dropout off: the "no MC dropout" setting (std 0)."""
-    outs, hiddens = [], []
-    for r0 in range(0, len(X_t), block_rows):
-        out, h = model.forward_hidden(X_t[r0:r0 + block_rows].to(device))
-        outs.append(out)
-        hiddens.append(h)
     n, H = len(X_t), model.hidden[-1]
-    hidden = torch.cat(hiddens) if hiddens else torch.zeros((0, H), device=device)
-    samples = (torch.cat(outs) if outs else torch.zeros((0, model.out_dim), device=device))[None]
+    hidden = torch.empty((n, H), device=device)
+    samples = torch.empty((1, n, model.out_dim), device=device)
+    step = pages.chunk(block_rows, X_t.shape[1] * 4)
+    for r0 in range(0, n, step):
+        samples[0, r0:r0 + step], hidden[r0:r0 + step] = model.forward_hidden(X_t[r0:r0 + step].to(device))
+        pages.read(len(X_t[r0:r0 + step]) * X_t.shape[1] * 4)
     # in float64, so that _result's E[h²] − E[h]² is exactly 0 here (float32 squares leave ~1e-6)
     emb_sq = hidden.double() ** 2 if embedding_std else None
     masks = [torch.ones((1, n, w), dtype=torch.bool) for w in model.hidden] if return_masks else None

@@ -83,7 +83,10 @@ class Normaliser:
         mean /= n
         squares = np.zeros(d)
         for block in _blocks(values, rows):
-            squares += np.square(block.astype(np.float64) - mean).sum(axis=0)
+            z = block.astype(np.float64)  # in place from here: one float64 block at a time
+            z -= mean
+            z *= z
+            squares += z.sum(axis=0)
         std = np.sqrt(squares / n)
         constant = (std == 0) | (std <= 1e-6 * np.abs(mean))
         self.mean_ = mean

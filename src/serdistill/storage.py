@@ -222,6 +222,8 @@ def select_rows(X: np.ndarray, rows: np.ndarray, disk_bytes: float = 1 << 20) ->
 
 #: :class:`PageBudget`'s default: the bytes of random reads between two releases.
 PAGE_BUDGET = 64 << 20
+#: :meth:`PageBudget.chunk`: the most bytes of an on-disk array one sequential read maps.
+READ_BYTES = 16 << 20
 
 
 class PageBudget:
@@ -249,6 +251,14 @@ class PageBudget:
         self.arrays = [X for X in arrays if isinstance(X, np.ndarray) and X.ndim and is_on_disk(X)]
         self.budget = int(budget)
         self.spent = 0
+
+    def chunk(self, rows: int, row_bytes: int) -> int:
+        """Rows per sequential read: ``rows`` when every array is in memory; for arrays on disk,
+        at most :data:`READ_BYTES` worth, so that no single read maps a large block at once
+        (a block of 8,192 rows of 6,373 features is 209 MB; row by row the results are the same)."""
+        if not self.arrays:
+            return max(1, int(rows))
+        return max(1, min(int(rows), READ_BYTES // max(1, int(row_bytes))))
 
     def read(self, nbytes: int) -> None:
         """``nbytes`` more were read from the arrays."""

@@ -186,9 +186,10 @@ def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch
     X_t = torch.as_tensor(X, dtype=torch.float32)
     outs, hiddens = [], []
     pages = PageBudget(X)
-    for start in range(0, len(X_t), _PREDICT_ROWS):
-        out, h = model.forward_hidden(X_t[start:start + _PREDICT_ROWS].to(device))
-        pages.read(_PREDICT_ROWS * X_t.shape[1] * 4)
+    step = pages.chunk(_PREDICT_ROWS, X_t.shape[1] * 4)
+    for start in range(0, len(X_t), step):
+        out, h = model.forward_hidden(X_t[start:start + step].to(device))
+        pages.read(len(out) * X_t.shape[1] * 4)
         outs.append(out.cpu())
         if hidden:
             hiddens.append(h.cpu())
@@ -372,7 +373,7 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
         tic = time.perf_counter()
         info: dict[str, Any] = {"name": name, "epoch": epoch + 1, "epochs": epochs}
         info.update(run_epoch(opt, gens))
-        score = _dev_ccc(model, Xd, yd)
+        score = _dev_ccc(model, Xd, yd, dev_pages)
         dev_pages.release()
         if score > result.best_score or best_state is None:
             result.best_score, result.best_epoch = score, epoch + 1
@@ -396,12 +397,21 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def _dev_ccc(model: MLP, X: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean development CCC over the outputs; -inf when undefined (so it never wins)."""
+def _dev_ccc(model: MLP, X: torch.Tensor, y: torch.Tensor, pages: PageBudget | None = None) -> float:
+    """Mean development CCC over the outputs; -inf when undefined (so it never wins).
+
+    ``pages``: the budget of ``X``'s array when it is on disk (read in slices, released as they pass).
+    """
     if len(X) == 0:
         return -math.inf
     model.eval()
-    out = torch.cat([model(X[s:s + _PREDICT_ROWS]) for s in range(0, len(X), _PREDICT_ROWS)])
+    pages = pages or PageBudget()
+    step = pages.chunk(_PREDICT_ROWS, X.shape[1] * 4)
+    outs = []
+    for s in range(0, len(X), step):
+        outs.append(model(X[s:s + step]))
+        pages.read(len(outs[-1]) * X.shape[1] * 4)
+    out = torch.cat(outs)
     score = float(ccc_torch(out, y).mean())
     return score if math.isfinite(score) else -math.inf
 

@@ -64,6 +64,41 @@ def test_map_gives_the_same_ordered_results_on_every_engine(make, ray_engine):
     assert ray_engine.map(round, []) == []
 
 
+def _report_then_wait(i: int, *, folder: str, patience: float = 30.0) -> bool:
+    """A task that reports, then waits (up to ``patience`` s) for the command to have seen the report."""
+    import time
+
+    from serdistill.engine import report
+
+    report({"task": i, "step": "started"})
+    seen, deadline = Path(folder) / f"{i}.seen", time.monotonic() + patience
+    while not seen.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    report({"task": i, "step": "done"})
+    return seen.exists()
+
+
+def test_task_reports_reach_on_event_while_the_ray_tasks_run(monkeypatch, ray_engine, tmp_path):
+    import sys
+
+    import serdistill.engine as engine_module
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the task above, sent by value
+    monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
+    events = []
+
+    def on_event(event: dict) -> None:
+        events.append(event)
+        if event["step"] == "started":
+            (tmp_path / f"{event['task']}.seen").touch()
+
+    # each task waits for the command to have seen its first report: it fails if reports came with results
+    assert ray_engine.map(_report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
+    assert sorted((e["task"], e["step"]) for e in events) == [(i, s) for i in range(3) for s in ("done", "started")]
+    # no one listens: reports are dropped and the task does not wait for a reader
+    assert ray_engine.map(_report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]
+
+
 def test_a_task_error_is_raised_as_itself(ray_engine):
     with pytest.raises(ValueError, match="invalid literal"):
         ray_engine.map(int, ["1", "x"])

@@ -1,6 +1,9 @@
 """Monte-Carlo dropout: the fast path equals T ordinary full passes with the same masks."""
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -207,3 +210,38 @@ def test_naive_without_masks(X):
     assert np.abs(r.prediction - fast.prediction).mean() < 0.4 * fast.prediction_std.mean()
     with pytest.raises(ValueError, match="passes"):
         mc_dropout_naive(net, X)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux's /proc/self/smaps_rollup")
+@pytest.mark.parametrize("enabled", [True, False])
+def test_features_on_disk_leave_the_process_as_the_blocks_pass(enabled):
+    """MC dropout, and its one deterministic pass ("no MC dropout"), over a 160 MiB matrix on
+    disk keep at most ~one page budget (64 MiB) of it mapped, and give the same numbers."""
+    from serdistill.storage import PAGE_BUDGET, disk_matrix, release_rows
+
+    def mapped_mb() -> float:
+        with open("/proc/self/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss_File")) / 1024
+
+    X = disk_matrix((10240, 4096))
+    for start in range(0, len(X), 1024):
+        X[start:start + 1024] = np.random.default_rng(start).normal(size=(1024, 4096)).astype(np.float32)
+    release_rows(X, 0, len(X))
+    net = MLP(4096, (8, 8), dropout=0.5, generator=torch.Generator().manual_seed(0))
+    before, peak, done = mapped_mb(), [0.0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], mapped_mb() - before)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        got = mc_dropout(net, X, passes=3, enabled=enabled, block_rows=2048)  # read in slices of 1,024 rows
+    finally:
+        done.set()
+        thread.join()
+    assert peak[0] < PAGE_BUDGET / 2**20 + 24, f"{peak[0]:.0f} MiB of the 160 MiB matrix mapped at once"
+    expected = mc_dropout(net, np.array(X), passes=3, enabled=enabled, block_rows=2048)
+    np.testing.assert_array_equal(got.embedding, expected.embedding)
+    np.testing.assert_array_equal(got.samples, expected.samples)

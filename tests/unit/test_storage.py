@@ -176,3 +176,18 @@ def test_select_rows_keeps_a_subset_of_on_disk_features_on_disk(rng: np.random.G
         np.testing.assert_array_equal(in_memory, X[rows])
         assert is_on_disk(on_disk) and not is_on_disk(in_memory)
     assert not is_on_disk(select_rows(D, [1, 2]))  # 4.8 kB: under 1 MiB, in memory
+
+
+def test_select_embedding_rows_keeps_teacher_embeddings_on_disk(rng: np.random.Generator) -> None:
+    from serdistill.ensemble import select_embedding_rows
+
+    E = rng.standard_normal((3, 500, 16)).astype(np.float32)
+    D = disk_matrix((3 * 500, 16)).reshape(3, 500, 16)  # as TeacherEnsemble.mc_stack makes them
+    D[:] = E
+    mask = rng.random(500) < 0.6
+    for rows in (mask, np.flatnonzero(mask), np.array([], int)):
+        on_disk, in_memory = select_embedding_rows(D, rows), select_embedding_rows(E, rows)
+        np.testing.assert_array_equal(on_disk, E[:, rows])
+        np.testing.assert_array_equal(in_memory, E[:, rows])
+        assert is_on_disk(on_disk) == bool(len(np.flatnonzero(rows) if rows.dtype == bool else rows))
+        assert not is_on_disk(in_memory)
