@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mc-dropout-naive-passes", type=int, default=10, metavar="T",
                        help="passes of 1 teacher the naive path is timed on, scaled linearly (default: 10; "
                             "0 = time it on the full size)")
+    group.add_argument("--mc-dropout-device", default="cpu", metavar="DEVICE",
+                       help="where the teachers and students run: cpu (default), cuda or cuda:N")
     group.add_argument("--mc-dropout-quick", action="store_true",
                        help="CI size: 1,000 segments, 1 teacher, 100 passes (naive: 10 passes), 2,000 student segments")
 
@@ -74,17 +76,21 @@ def run(args: argparse.Namespace) -> list[dict]:
     from serdistill.mc_dropout import mc_dropout, mc_dropout_naive
     from serdistill.models import MLP
 
+    from serdistill.training import resolve_device
+
     n, n_teachers, passes, naive_passes, n_students_rows = _sizes(args)
+    device = resolve_device(getattr(args, "mc_dropout_device", "cpu"))
     d, H = 6373, 512
     free = free_cores()
     print(f"{n} segments x {d} features, {n_teachers} teacher(s) x {passes} passes; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
           f"2 busy processes get {free:.2f} cores, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}", flush=True)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""), flush=True)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, d), dtype=np.float32)
     teachers = [MLP(d, (H,) * 4, dropout=DROPOUTS[i % len(DROPOUTS)],
-                    generator=torch.Generator().manual_seed(i)).eval() for i in range(n_teachers)]
+                    generator=torch.Generator().manual_seed(i)).eval().to(device) for i in range(n_teachers)]
 
     # warm-up: kernels, thread pools, first-touch of buffers
     mc_dropout(teachers[0], X[:256], passes=4, seed=0)
@@ -134,7 +140,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         {"run": "max |fast - naive|, same masks", "seconds": None, "max_abs_diff": max_diff,
          "timed_on": "256 segments x 100 passes"},
     ]
-    rows += _students(n_students_rows, d, H)
+    rows += _students(n_students_rows, d, H, device)
     rows.append({
         "run": "target: mc_dropout vs naive", "x_naive": t_naive / t_fast,
         "target": f"mc_dropout >= {TARGET_SPEEDUP:g}x naive passes at {size} x {d} (got {t_naive / t_fast:.1f}x; "
@@ -147,7 +153,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def _students(n: int, d: int, H: int) -> list[dict]:
+def _students(n: int, d: int, H: int, device=None) -> list[dict]:
     """Student-ensemble latency (1 segment) and throughput (n segments) against a plain loop."""
     import torch
 
@@ -158,15 +164,16 @@ def _students(n: int, d: int, H: int) -> list[dict]:
     N = len(DROPOUTS)
     students = StudentEnsemble(Config())
     # as TSModel.from_state_dict rebuilds a fitted ensemble
-    students.models_ = [MLP(d, (H, H), generator=torch.Generator().manual_seed(100 + i)).eval() for i in range(N)]
+    students.models_ = [MLP(d, (H, H), generator=torch.Generator().manual_seed(100 + i)).eval().to(device)
+                        for i in range(N)]
     students.n_features_in_, students.n_outputs_ = d, 1
     X = np.random.default_rng(1).standard_normal((n, d), dtype=np.float32)
     one = X[:1]
 
     @torch.no_grad()
     def loop(x: np.ndarray) -> np.ndarray:
-        x_t = torch.from_numpy(x)
-        outs = torch.stack([m(x_t) for m in students.models_]).numpy()
+        x_t = torch.from_numpy(x).to(device)
+        outs = torch.stack([m(x_t) for m in students.models_]).cpu().numpy()
         return outs.mean(axis=0)
 
     np.testing.assert_allclose(students.predict(X[:64]), loop(X[:64])[:, 0], atol=1e-4)

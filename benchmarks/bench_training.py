@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="development segments scored after each epoch (default: 5,958)")
     group.add_argument("--training-batch", type=int, default=0, metavar="B",
                        help="batch size (default: [train] batch_size of configs/paper.toml)")
+    group.add_argument("--training-device", default="cpu", metavar="DEVICE",
+                       help="where the teacher trains: cpu (default), cuda or cuda:N (the peak is then the GPU's "
+                            "fp32 torch.mm; no per-step breakdown)")
     group.add_argument("--training-quick", action="store_true",
                        help="CI size: 4,096 training and 712 development segments")
 
@@ -58,12 +61,14 @@ def _flops_per_segment(widths: list[int]) -> tuple[int, int]:
     return forward, forward + weight_grads + input_grads
 
 
-def _peak(torch, size: int = 4096) -> float:
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
-    out = torch.empty(size, size)
+def _peak(torch, size: int = 4096, device: str = "cpu") -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     torch.mm(a, b, out=out)  # warm-up
-    best = min(_time(lambda: torch.mm(a, b, out=out)) for _ in range(3))
+    sync()
+    best = min(_time(lambda: (torch.mm(a, b, out=out), sync())) for _ in range(3))
     return 2 * size**3 / best / 1e9
 
 
@@ -78,8 +83,9 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     from benchmarks.bench_extract import free_cores
     from serdistill.config import load_config
-    from serdistill.training import fit_teacher
+    from serdistill.training import fit_teacher, resolve_device
 
+    device = str(resolve_device(getattr(args, "training_device", "cpu")))
     paper = load_config(ROOT / "configs" / "paper.toml")
     quick = getattr(args, "training_quick", False)
     n = 4096 if quick else getattr(args, "training_segments", 34280)
@@ -92,8 +98,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(f"{n} training + {n_dev} development segments x {d} features, batch {B}, teacher {hidden}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}, 2 busy processes get {free:.2f} cores, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}", flush=True)
-    peak = _peak(torch)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; device {device}", flush=True)
+    peak = _peak(torch, device=device)
     print(f"  fp32 matmul peak (4096^3 torch.mm, best of 3): {peak:.0f} GFLOP/s", flush=True)
 
     rng = np.random.default_rng(0)
@@ -106,20 +112,21 @@ def run(args: argparse.Namespace) -> list[dict]:
     epoch_flops = n * train_flops + n_dev * forward
     rule_of_thumb = n * 3 * forward + n_dev * forward
     config = paper.teacher.__class__(**{**paper.teacher.to_dict(), "epochs": 2})
-    train = paper.train.__class__(**{**paper.train.to_dict(), "batch_size": B, "device": "cpu"})
+    train = paper.train.__class__(**{**paper.train.to_dict(), "batch_size": B, "device": device})
     seconds: list[float] = []
     fit_teacher(X, y, X_dev, y_dev, dropout=0.5, config=config, train=train, seed=0,
                 on_epoch=lambda info: (seconds.append(info["seconds"]),
                                        print(f"  epoch {info['epoch']}: {info['seconds']:.1f} s", flush=True)))
-    rows = [{"run": "fp32 matmul peak, 4096^3 torch.mm", "seconds": None, "gflop_s": peak, "x_peak": 1.0}]
+    rows = [{"run": f"fp32 matmul peak, 4096^3 torch.mm ({device})", "seconds": None, "gflop_s": peak, "x_peak": 1.0}]
     for i, s in enumerate(seconds):
         rows.append({"run": f"teacher epoch {i + 1}{' (warm-up)' if i == 0 else ''}, {n} + dev {n_dev}",
                      "seconds": s, "gflop": epoch_flops / 1e9, "gflop_s": epoch_flops / s / 1e9,
                      "x_peak": epoch_flops / s / 1e9 / peak,
                      "gflop_s_3x_rule": rule_of_thumb / s / 1e9})
-    rows += _breakdown(torch, X, y, B, hidden, peak)
+    on_cpu = device == "cpu"
+    rows += _breakdown(torch, X, y, B, hidden, peak) if on_cpu else []
     threads = torch.get_num_threads()
-    if threads > 1:  # the same epoch on one thread: shows what sharing busy cores costs
+    if threads > 1 and on_cpu:  # the same epoch on one thread: shows what sharing busy cores costs
         torch.set_num_threads(1)
         try:
             peak1 = _peak(torch)

@@ -28,3 +28,29 @@ def emodb_files(emodb_root: Path) -> list[Path]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20220918)
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """A manifest of 72 empty files (train, development, test) and a feature table for them."""
+    import pandas as pd
+
+    from serdistill.feature_table import write_features
+
+    root = tmp_path_factory.mktemp("tiny")
+    rows, features = [], []
+    rng = np.random.default_rng(3)
+    (root / "audio").mkdir()
+    for split_name, n in {"train": 40, "development": 16, "test": 16}.items():
+        for i in range(n):
+            x = rng.normal(size=12).astype(np.float32)
+            path = root / "audio" / f"{split_name}_{i}.wav"
+            path.touch()  # the manifest checks that files exist; their features are given
+            rows.append({"file": str(path), "speaker": f"{split_name}{i % 3}", "split": split_name,
+                         "arousal": 4 + x[0] + 0.3 * rng.normal(), "valence": 4 + x[1] - x[2],
+                         "dominance": 4 + x[3]})
+            features.append(x)
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    table = pd.DataFrame(np.stack(features), index=pd.Index([r["file"] for r in rows], name="file"),
+                         columns=[f"f{j}" for j in range(12)])
+    return root / "manifest.csv", write_features(table, root / "features.parquet")

@@ -17,6 +17,12 @@ TINY = {
     "student": {"hidden": [16], "epochs": 3, "alphas": [0.3, 0.7], "betas": [0.5]},
 }
 
+#: A tiny method as ``serdistill`` command-line overrides (arousal only), for the ``tiny_corpus`` fixture.
+TINY_SETS = [f"--set={k}" for k in (
+    'attributes=["arousal"]', "train.batch_size=16", "baseline.hidden=[16]", "baseline.epochs=2",
+    "teacher.hidden=[16, 16]", "teacher.dropouts=[0.3, 0.5]", "teacher.epochs=2", "mc.passes=4",
+    "student.hidden=[16]", "student.epochs=2", "student.alphas=[0.3, 0.7]", "student.betas=[0.5]")]
+
 
 def make_dataset(n_per_split: dict[str, int], *, d: int = 12, seed: int = 0) -> Dataset:
     """Random features; labels that depend on the first four of them (the 'unlabeled' split has none)."""

@@ -22,7 +22,7 @@ from serdistill.engine import LocalEngine, RayEngine, get_engine  # noqa: E402
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
-from toy import TINY  # noqa: E402
+from toy import TINY, TINY_SETS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -169,36 +169,6 @@ def test_a_whole_model_on_ray_equals_the_sequential_one(ray_engine, one_thread):
     assert (on_ray.alpha_, on_ray.beta_) == (sequential.alpha_, sequential.beta_)
     assert [[r["dev_ccc"] for r in on_ray.grid_[g]] for g in on_ray.grid_] == \
         [[r["dev_ccc"] for r in sequential.grid_[g]] for g in sequential.grid_]
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
-    """A manifest of 72 empty files (train, development, test) and a feature table for them."""
-    from serdistill.feature_table import write_features
-
-    root = tmp_path_factory.mktemp("tiny")
-    rows, features = [], []
-    rng = np.random.default_rng(3)
-    (root / "audio").mkdir()
-    for split_name, n in {"train": 40, "development": 16, "test": 16}.items():
-        for i in range(n):
-            x = rng.normal(size=12).astype(np.float32)
-            path = root / "audio" / f"{split_name}_{i}.wav"
-            path.touch()  # the manifest checks that files exist; their features are given
-            rows.append({"file": str(path), "speaker": f"{split_name}{i % 3}", "split": split_name,
-                         "arousal": 4 + x[0] + 0.3 * rng.normal(), "valence": 4 + x[1] - x[2],
-                         "dominance": 4 + x[3]})
-            features.append(x)
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    table = pd.DataFrame(np.stack(features), index=pd.Index([r["file"] for r in rows], name="file"),
-                         columns=[f"f{j}" for j in range(12)])
-    return root / "manifest.csv", write_features(table, root / "features.parquet")
-
-
-TINY_SETS = [f"--set={k}" for k in (
-    'attributes=["arousal"]', "train.batch_size=16", "baseline.hidden=[16]", "baseline.epochs=2",
-    "teacher.hidden=[16, 16]", "teacher.dropouts=[0.3, 0.5]", "teacher.epochs=2", "mc.passes=4",
-    "student.hidden=[16]", "student.epochs=2", "student.alphas=[0.3, 0.7]", "student.betas=[0.5]")]
 
 
 def test_experiment_with_ray_writes_the_results_of_the_local_engine(ray_engine, one_thread, tiny_corpus, tmp_path):
