@@ -147,7 +147,10 @@ def test_teachers_on_ray_equal_the_sequential_ones(ray_engine, one_thread):
             assert torch.equal(v, w), k
     assert parallel.dev_ccc_ == sequential.dev_ccc_
     assert [len(h) for h in parallel.histories_] == [3, 3]
-    assert [(i["member"], i["epoch"]) for i in seen] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    # each epoch once, live (the two teachers train at once: their epochs interleave), each teacher's in order
+    for member in (0, 1):
+        assert [i["epoch"] for i in seen if i["member"] == member] == [1, 2, 3]
+    assert len(seen) == 6
     with LocalEngine(2) as local:  # two spawned processes
         in_processes = TeacherEnsemble(config, seed=7, engine=local).fit(X, y, X_dev, y_dev)
     np.testing.assert_array_equal(in_processes.predict(X_dev), sequential.predict(X_dev))
