@@ -22,6 +22,7 @@ from serdistill.engine import LocalEngine, RayEngine, get_engine  # noqa: E402
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
+from tasks import report_then_wait  # noqa: E402
 from toy import TINY, TINY_SETS  # noqa: E402
 
 
@@ -64,26 +65,12 @@ def test_map_gives_the_same_ordered_results_on_every_engine(make, ray_engine):
     assert ray_engine.map(round, []) == []
 
 
-def _report_then_wait(i: int, *, folder: str, patience: float = 30.0) -> bool:
-    """A task that reports, then waits (up to ``patience`` s) for the command to have seen the report."""
-    import time
-
-    from serdistill.engine import report
-
-    report({"task": i, "step": "started"})
-    seen, deadline = Path(folder) / f"{i}.seen", time.monotonic() + patience
-    while not seen.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    report({"task": i, "step": "done"})
-    return seen.exists()
-
-
 def test_task_reports_reach_on_event_while_the_ray_tasks_run(monkeypatch, ray_engine, tmp_path):
     import sys
 
     import serdistill.engine as engine_module
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the task above, sent by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules["tasks"])  # tests/tasks.py, sent by value
     monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
     events = []
 
@@ -93,10 +80,10 @@ def test_task_reports_reach_on_event_while_the_ray_tasks_run(monkeypatch, ray_en
             (tmp_path / f"{event['task']}.seen").touch()
 
     # each task waits for the command to have seen its first report: it fails if reports came with results
-    assert ray_engine.map(_report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
+    assert ray_engine.map(report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
     assert sorted((e["task"], e["step"]) for e in events) == [(i, s) for i in range(3) for s in ("done", "started")]
     # no one listens: reports are dropped and the task does not wait for a reader
-    assert ray_engine.map(_report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]
+    assert ray_engine.map(report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]
 
 
 def test_a_task_error_is_raised_as_itself(ray_engine):

@@ -8,6 +8,7 @@ import pytest
 
 from serdistill.engine import EngineError, LocalEngine, get_engine
 from serdistill.errors import SerdistillError
+from tasks import report_then_wait
 
 
 def test_the_local_engine_maps_in_input_order_with_shared_arguments():
@@ -126,21 +127,6 @@ def test_the_pool_calls_on_wait_while_its_tasks_run(monkeypatch):
     assert len(calls) >= 3  # the workers' start-up and 0.5 s of work, polled every 0.05 s
 
 
-def _report_then_wait(i: int, *, folder: str, patience: float = 30.0) -> bool:
-    """A task that reports, then waits (up to ``patience`` s) for the command to have seen the report."""
-    import time
-    from pathlib import Path
-
-    from serdistill.engine import report
-
-    report({"task": i, "step": "started"})
-    seen, deadline = Path(folder) / f"{i}.seen", time.monotonic() + patience
-    while not seen.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    report({"task": i, "step": "done"})
-    return seen.exists()
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_task_reports_reach_on_event_while_the_tasks_run(monkeypatch, tmp_path, workers):
     import serdistill.engine as engine_module
@@ -154,8 +140,8 @@ def test_task_reports_reach_on_event_while_the_tasks_run(monkeypatch, tmp_path, 
             (tmp_path / f"{event['task']}.seen").touch()
 
     with LocalEngine(workers) as engine:
-        assert engine.map(_report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
-        assert engine.map(_report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]  # no one listens
+        assert engine.map(report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
+        assert engine.map(report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]  # no one listens
     assert sorted((e["task"], e["step"]) for e in events) == [(i, s) for i in range(3) for s in ("done", "started")]
     assert engine_module._SINK == [None]
 
