@@ -22,7 +22,7 @@ from serdistill.engine import LocalEngine, RayEngine, get_engine  # noqa: E402
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
-from tasks import report_then_wait  # noqa: E402
+from tasks import check_live_reports  # noqa: E402
 from toy import TINY, TINY_SETS  # noqa: E402
 
 
@@ -72,18 +72,7 @@ def test_task_reports_reach_on_event_while_the_ray_tasks_run(monkeypatch, ray_en
 
     ray.cloudpickle.register_pickle_by_value(sys.modules["tasks"])  # tests/tasks.py, sent by value
     monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
-    events = []
-
-    def on_event(event: dict) -> None:
-        events.append(event)
-        if event["step"] == "started":
-            (tmp_path / f"{event['task']}.seen").touch()
-
-    # each task waits for the command to have seen its first report: it fails if reports came with results
-    assert ray_engine.map(report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
-    assert sorted((e["task"], e["step"]) for e in events) == [(i, s) for i in range(3) for s in ("done", "started")]
-    # no one listens: reports are dropped and the task does not wait for a reader
-    assert ray_engine.map(report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]
+    check_live_reports(ray_engine, tmp_path)
 
 
 def test_a_task_error_is_raised_as_itself(ray_engine):

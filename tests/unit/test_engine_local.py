@@ -8,7 +8,7 @@ import pytest
 
 from serdistill.engine import EngineError, LocalEngine, get_engine
 from serdistill.errors import SerdistillError
-from tasks import report_then_wait
+from tasks import check_live_reports
 
 
 def test_the_local_engine_maps_in_input_order_with_shared_arguments():
@@ -132,17 +132,8 @@ def test_task_reports_reach_on_event_while_the_tasks_run(monkeypatch, tmp_path, 
     import serdistill.engine as engine_module
 
     monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
-    events = []
-
-    def on_event(event: dict) -> None:
-        events.append(event)
-        if event["step"] == "started":
-            (tmp_path / f"{event['task']}.seen").touch()
-
     with LocalEngine(workers) as engine:
-        assert engine.map(report_then_wait, range(3), shared={"folder": str(tmp_path)}, on_event=on_event) == [True] * 3
-        assert engine.map(report_then_wait, [7], shared={"folder": str(tmp_path), "patience": 0.5}) == [False]  # no one listens
-    assert sorted((e["task"], e["step"]) for e in events) == [(i, s) for i in range(3) for s in ("done", "started")]
+        check_live_reports(engine, tmp_path)
     assert engine_module._SINK == [None]
 
 
