@@ -127,8 +127,9 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
         h1 = torch.empty((b, widths[0]), device=device)
         step = pages.chunk(b, X_t.shape[1] * 4)  # on disk: the block is read in slices
         for s0 in range(0, b, step):
-            torch.addmm(biases[0], X_t[r0 + s0:min(r0 + s0 + step, r1)].to(device), w_first, out=h1[s0:s0 + step])
-            pages.read(len(h1[s0:s0 + step]) * X_t.shape[1] * 4)
+            s1 = min(s0 + step, b)
+            torch.addmm(biases[0], X_t[r0 + s0:r0 + s1].to(device), w_first, out=h1[s0:s1])
+            pages.read((s1 - s0) * X_t.shape[1] * 4)
         h1.relu_()
         for t0 in range(0, passes, group):
             g = min(group, passes - t0)
@@ -206,8 +207,9 @@ def _deterministic(model: MLP, X_t: torch.Tensor, pages: PageBudget, *, device: 
     samples = torch.empty((1, n, model.out_dim), device=device)
     step = pages.chunk(block_rows, X_t.shape[1] * 4)
     for r0 in range(0, n, step):
-        samples[0, r0:r0 + step], hidden[r0:r0 + step] = model.forward_hidden(X_t[r0:r0 + step].to(device))
-        pages.read(len(X_t[r0:r0 + step]) * X_t.shape[1] * 4)
+        r1 = min(r0 + step, n)
+        samples[0, r0:r1], hidden[r0:r1] = model.forward_hidden(X_t[r0:r1].to(device))
+        pages.read((r1 - r0) * X_t.shape[1] * 4)
     # in float64, so that _result's E[h²] − E[h]² is exactly 0 here (float32 squares leave ~1e-6)
     emb_sq = hidden.double() ** 2 if embedding_std else None
     masks = [torch.ones((1, n, w), dtype=torch.bool) for w in model.hidden] if return_masks else None
