@@ -221,8 +221,11 @@ def _config(model: Any) -> Config:
 def _metrics(model: Any) -> dict[str, Any]:
     return {
         "development": {group: {"baseline": d.get("baseline"), "teachers": d.get("teachers"),
-                                "students": d.get("students"), "teacher_members": d.get("teacher_members")}
+                                "students": d.get("students"), "ridge": d.get("ridge"), "svr": d.get("svr"),
+                                "teacher_members": d.get("teacher_members")}
                         for group, d in model.dev_ccc_.items()},
+        # members far below their siblings (serdistill.health), with the reason
+        "failed": {group: d.get("failed", []) for group, d in model.dev_ccc_.items()},
         "alpha": dict(model.alpha_), "beta": dict(model.beta_), "grid": dict(model.grid_),
         "unlabelled": dict(model.unlabelled_), "fit_seconds": getattr(model, "fit_seconds_", None),
     }
@@ -322,7 +325,8 @@ class Bundle:
         return self.model.predict_all(self._normalise(X_raw))
 
     def evaluate(self, X_raw: Any, y: Any) -> dict[str, dict[str, float | None]]:
-        """CCC per attribute of the students, the teachers' MC ensemble and the baseline.
+        """CCC per attribute of the students, the teachers' MC ensemble, the baseline and the
+        linear reference models (ridge regression, linear SVR).
 
         Args:
             X_raw: raw features (n, d).
@@ -330,8 +334,9 @@ class Bundle:
                 is scored on its labelled rows only.
 
         Returns:
-            ``{"students": {attribute: ccc}, "teachers": {...}, "baseline": {...}}``; ``None``
-            where there is no score: fewer than 2 labelled rows, no baseline, undefined CCC.
+            ``{"students": {attribute: ccc}, "teachers": {...}, "baseline": {...}, "ridge": {...},
+            "svr": {...}}``; ``None`` where there is no score: fewer than 2 labelled rows, no
+            baseline or reference model, undefined CCC.
         """
         from serdistill.metrics import ccc
 
@@ -342,7 +347,7 @@ class Bundle:
                               f"{len(self.attributes)}): one column per attribute {self.attributes}.")
         out = self.predict_all(X_raw)
         scores: dict[str, dict[str, float | None]] = {}
-        for kind in ("students", "teachers", "baseline"):
+        for kind in ("students", "teachers", "baseline", "ridge", "svr"):
             scores[kind] = {}
             for j, attribute in enumerate(self.attributes):
                 keep = np.isfinite(y[:, j])

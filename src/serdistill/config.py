@@ -40,6 +40,7 @@ TEACHER_DROPOUTS: tuple[float, ...] = (0.45, 0.50, 0.55, 0.60, 0.65)
 UNLABELLED_SOURCES: tuple[str, ...] = ("none", "test", "unlabeled")
 TASKS: tuple[str, ...] = ("single", "multi")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "nadam", "adam")
+STUDENT_HEADS: tuple[str, ...] = ("own", "teacher")
 #: What ``serdistill experiment`` can run: the rows of the paper's Table 1 and Table 2
 #: (the full model of Table 2 is T-S (test); see :mod:`serdistill.settings`).
 PROTOCOL_SETTINGS: tuple[str, ...] = (
@@ -139,6 +140,32 @@ def _rate(default: float, doc: str = "") -> Any:
 
 def _lr(default: float) -> Any:
     return _field(default, _Check(float, low=0.0, low_open=True), "learning rate")
+
+
+def _optional_int(doc: str) -> Any:
+    return _field(None, _Check(int, low=1, optional=True), doc)
+
+
+STEPS_DOC = "training length in optimizer steps; epochs are derived from the data's size (replaces epochs)"
+PATIENCE_DOC = "stop after this many epochs without a better development CCC (none: never)"
+PATIENCE_STEPS_DOC = "the same patience counted in optimizer steps (one of patience, patience_steps)"
+
+
+class _Schedule:
+    """Mixin of the trained sections: how long to train, and when to stop early."""
+
+    epochs: int
+    steps: int | None
+    patience: int | None
+    patience_steps: int | None
+
+    def _check_together(self) -> None:
+        if self.patience is not None and self.patience_steps is not None:
+            raise ConfigError(
+                f"The 'patience' and 'patience_steps' parameters of {self._where()} are two units of one "  # type: ignore[attr-defined]
+                f"setting; give one of them. Got patience={self.patience!r} and "
+                f"patience_steps={self.patience_steps!r} instead."
+            )
 
 
 class _Section:
@@ -242,11 +269,17 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class BaselineConfig(_Section):
+class BaselineConfig(_Schedule, _Section):
     """The single-MLP baseline: 4 x 512 ReLU, loss 1 - CCC, 200 epochs.
 
     The paper gives only the epochs; dropout 0.5 (the middle teacher rate) and the
     teachers' optimiser (SGD, lr 0.001) are **decided**.
+
+    Length and early stopping, as in every trained section: ``epochs``, or ``steps``
+    (optimizer steps; the epochs follow from the number of training segments and the batch
+    size, the last epoch cut short so that exactly ``steps`` steps run); ``patience`` (epochs)
+    or ``patience_steps`` stops training when the development CCC has not improved for that
+    long. The epoch with the best development CCC is kept either way.
     """
 
     SECTION = "baseline"
@@ -257,10 +290,13 @@ class BaselineConfig(_Section):
     lr: float = _lr(0.001)
     momentum: float = _field(0.0, _Check(float, low=0.0, high=1.0, high_open=True))
     epochs: int = _positive_int(200)
+    steps: int | None = _optional_int(STEPS_DOC)
+    patience: int | None = _optional_int(PATIENCE_DOC)
+    patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
 
 
 @dataclass(frozen=True)
-class TeacherConfig(_Section):
+class TeacherConfig(_Schedule, _Section):
     """The N teachers: 4 x 512 ReLU, one dropout rate each, SGD lr 0.001, 150 epochs.
 
     Momentum 0 (plain SGD) is **decided**; the epoch with the best development CCC is kept.
@@ -275,6 +311,9 @@ class TeacherConfig(_Section):
     lr: float = _lr(0.001)
     momentum: float = _field(0.0, _Check(float, low=0.0, high=1.0, high_open=True))
     epochs: int = _positive_int(150)
+    steps: int | None = _optional_int(STEPS_DOC)
+    patience: int | None = _optional_int(PATIENCE_DOC)
+    patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
 
 
 @dataclass(frozen=True)
@@ -295,11 +334,19 @@ class MCConfig(_Section):
 
 
 @dataclass(frozen=True)
-class StudentConfig(_Section):
+class StudentConfig(_Schedule, _Section):
     """The N students: 2 x 512 ReLU, no dropout, NAdam lr 1e-4, Eq. 1 loss.
 
     ``epochs`` is **decided** (50; the paper is silent), with the best development CCC
     epoch kept. ``alphas`` x ``betas`` is the grid searched on the development set.
+    ``steps``, ``patience`` and ``patience_steps`` are as in :class:`BaselineConfig`; a
+    student's step is one labelled batch (with unlabelled data, each comes after an
+    unlabelled batch, so twice as many optimizer steps run).
+
+    ``head`` is **decided** where the paper is silent: ``"own"`` (the paper's reading, and
+    the default: the output layer starts from its own random weights) or ``"teacher"`` (it
+    starts from teacher i's output layer, the one that reads the embedding the student's last
+    hidden layer learns; see docs/experiment.md for why this matters with unlabelled data).
     """
 
     SECTION = "student"
@@ -309,6 +356,12 @@ class StudentConfig(_Section):
     epochs: int = _positive_int(50, "decided: the paper is silent")
     alphas: tuple[float, ...] = _field(GRID, _Check("floats", low=0.0, high=1.0))
     betas: tuple[float, ...] = _field(GRID, _Check("floats", low=0.0, high=1.0))
+    steps: int | None = _optional_int(STEPS_DOC + " (a student's step is one labelled batch; "
+                                      "with unlabelled data an unlabelled batch comes before each)")
+    patience: int | None = _optional_int(PATIENCE_DOC)
+    patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
+    head: str = _field("own", _Check(str, choices=STUDENT_HEADS),
+                       "the output layer's initial weights: 'own' (drawn) or 'teacher' (teacher i's)")
 
 
 @dataclass(frozen=True)
@@ -351,6 +404,22 @@ class ProtocolConfig(_Section):
                                  "the fraction of test segments kept by the 'top 75%' setting")
 
 
+@dataclass(frozen=True)
+class ReferenceConfig(_Section):
+    """The linear reference models fitted beside the networks (:mod:`serdistill.reference`).
+
+    Attributes:
+        models: which of ``"ridge"`` (ridge regression) and ``"svr"`` (a linear SVR), fitted
+            on the same normalised training features, regularisation chosen on development
+            CCC; reported beside the baseline in ``evaluate`` and in the experiment's Table 1.
+            Not part of the paper's method; ``[]`` fits none.
+    """
+
+    SECTION = "reference"
+    models: tuple[str, ...] = _field(("ridge", "svr"), _Check("strs", choices=("ridge", "svr"), min_items=0),
+                                     "linear models reported beside the baseline")
+
+
 _SECTIONS = {
     "train": TrainConfig,
     "baseline": BaselineConfig,
@@ -359,6 +428,7 @@ _SECTIONS = {
     "student": StudentConfig,
     "unlabelled": UnlabelledConfig,
     "protocol": ProtocolConfig,
+    "reference": ReferenceConfig,
 }
 
 
@@ -387,6 +457,7 @@ class Config(_Section):
     student: StudentConfig = _section(StudentConfig)
     unlabelled: UnlabelledConfig = _section(UnlabelledConfig)
     protocol: ProtocolConfig = _section(ProtocolConfig)
+    reference: ReferenceConfig = _section(ReferenceConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

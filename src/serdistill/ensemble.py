@@ -30,7 +30,7 @@ import os
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -44,7 +44,9 @@ from serdistill.errors import ConfigError
 from serdistill.io import atomic_path, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
+from serdistill.health import failed_members
 from serdistill.models import MLP
+from serdistill.reference import LinearReference
 from serdistill.storage import (
     PageBudget,
     is_on_disk,
@@ -290,6 +292,13 @@ class TeacherEnsemble:
         """Each teacher's MC-mean embedding of ``X``: (N, n, 512)."""
         return self.mc_stack(X).embeddings
 
+    def heads(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every teacher's output layer, the map from its embedding to its prediction: weights
+        (N, k, H) and biases (N, k) (the students' initial output layers with ``head = "teacher"``)."""
+        with torch.no_grad():
+            return (np.stack([m.output.weight.detach().cpu().numpy() for m in self.models_]),
+                    np.stack([m.output.bias.detach().cpu().numpy() for m in self.models_]))
+
     def predict(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The teachers' MC ensemble: mean over teachers of their MC-mean predictions.
 
@@ -328,11 +337,12 @@ def _fit_teacher_task(member: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.
 
 def _fit_student_task(job: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
                       embeddings: np.ndarray, X_unlabelled: np.ndarray | None,
-                      embeddings_unlabelled: np.ndarray | None, config: Config, threads: int) -> dict[str, Any]:
+                      embeddings_unlabelled: np.ndarray | None, heads: tuple[np.ndarray, np.ndarray] | None,
+                      config: Config, threads: int) -> dict[str, Any]:
     """One engine task: student ``i`` at grid point (alpha, beta); its best weights and history."""
     alpha, beta, i, name, seed, checkpoint = job
     data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
-            "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled}
+            "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled, "heads": heads}
     with task_threads(threads):
         result = _fit_member(data, i, alpha, beta, config, seed=seed, name=name, checkpoint=checkpoint,
                              on_epoch=_hook(report, stage="student", member=i, alpha=alpha, beta=beta))
@@ -342,9 +352,10 @@ def _fit_student_task(job: tuple, *, X: np.ndarray, y: np.ndarray, X_dev: np.nda
 def _fit_member(data: dict[str, Any], i: int, alpha: float, beta: float, config: Config, *, seed: int, name: str,
                 checkpoint: Path | None, on_epoch: EpochHook | None = None) -> FitResult:
     """Student ``i`` at (alpha, beta) on ``data`` (StudentEnsemble's arrays), taught by teacher i."""
-    emb_u = data["embeddings_unlabelled"]
+    emb_u, heads = data["embeddings_unlabelled"], data.get("heads")
     return fit_student(data["X"], data["y"], data["X_dev"], data["y_dev"], target=data["embeddings"][i], alpha=alpha,
                        beta=beta, X_unlabelled=data["X_unlabelled"], target_unlabelled=None if emb_u is None else emb_u[i],
+                       head=None if heads is None else (heads[0][i], heads[1][i]),
                        config=config.student, train=config.train, seed=seed, name=name, checkpoint=checkpoint,
                        on_epoch=on_epoch)
 
@@ -408,7 +419,8 @@ class StudentEnsemble:
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
             embeddings: np.ndarray, X_unlabelled: np.ndarray | None = None,
-            embeddings_unlabelled: np.ndarray | None = None) -> "StudentEnsemble":
+            embeddings_unlabelled: np.ndarray | None = None,
+            heads: tuple[np.ndarray, np.ndarray] | None = None) -> "StudentEnsemble":
         """Train the students.
 
         Args:
@@ -416,6 +428,8 @@ class StudentEnsemble:
             X_dev, y_dev: the development set (picks each student's epoch and alpha, beta).
             embeddings: teacher embeddings of ``X``, (N, n, H): student i learns from ``embeddings[i]``.
             X_unlabelled, embeddings_unlabelled: unlabelled data and its teacher embeddings (N, m, H).
+            heads: the teachers' output layers (:meth:`TeacherEnsemble.heads`), needed when
+                ``config.student.head`` is ``"teacher"``.
         """
         config = _config(self.config)
         seed = config.seed if self.seed is None else self.seed
@@ -440,6 +454,15 @@ class StudentEnsemble:
                 )
         else:
             X_unlabelled, embeddings_unlabelled = None, None
+        if config.student.head == "teacher":
+            if heads is None:
+                raise ConfigError("[student] head = 'teacher' starts each student from its teacher's output layer; "
+                                  "pass heads=teachers.heads() to StudentEnsemble.fit, or set head = 'own'.")
+            if len(heads[0]) != len(embeddings) or heads[0].shape[1:] != (y.shape[1], embeddings.shape[2]):
+                raise ValueError(f"heads must be ({len(embeddings)}, {y.shape[1]}, {embeddings.shape[2]}) weights and "
+                                 f"({len(embeddings)}, {y.shape[1]}) biases; got {heads[0].shape} and {heads[1].shape}.")
+        else:
+            heads = None
 
         if self.alpha is not None and self.beta is not None:
             grid = [(float(self.alpha), float(self.beta))]
@@ -456,7 +479,7 @@ class StudentEnsemble:
             best_score, best_alpha, best_beta = float(header["score"]), float(header["alpha"]), float(header["beta"])
             on_disk = True
         data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
-                "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled}
+                "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled, "heads": heads}
         trained: dict[str, list[FitResult]] = {}
         for g, (alpha, beta) in enumerate(grid):
             key = self._key(alpha, beta)
@@ -693,10 +716,11 @@ class _Group:
     baseline: Baseline | None
     teachers: TeacherEnsemble
     students: StudentEnsemble
+    references: dict[str, LinearReference] = field(default_factory=dict)
 
 
 class TSModel:
-    """Teacher-student ensemble (Sridhar & Busso, 2022) for arousal, valence and dominance.
+    """Teacher-student ensemble (Sridhar & Busso, 2020) for arousal, valence and dominance.
 
     ``fit`` trains, for each attribute (single-task, the default) or once for all
     (``task = "multi"``): the baseline, N teachers, their Monte-Carlo embeddings of the
@@ -801,6 +825,11 @@ class TSModel:
                                 checkpoint=_ckpt(folder, "baseline.pt")).fit(X_l, y_l, X_d, y_d)
             history["baseline"] = baseline.history_
             release_memory(X_l, X_d)  # each stage leaves its pages and freed heap behind
+        references = {}
+        for kind in config.reference.models:
+            logger.info("%s: fitting the %s reference", name, kind)
+            references[kind] = LinearReference(kind, seed=derive_seed(seed, kind)).fit(X_l, y_l, X_d, y_d)
+        release_memory(X_l, X_d)
         teachers = TeacherEnsemble(config, seed=seed, on_epoch=hook, checkpoint_dir=folder,
                                    engine=self.engine).fit(X_l, y_l, X_d, y_d)
         history["teachers"] = teachers.histories_
@@ -824,18 +853,24 @@ class TSModel:
             self.unlabelled_["kept"][name] = len(X_u)
         students = StudentEnsemble(config, seed=seed, on_epoch=hook, engine=self.engine,
                                    checkpoint_dir=None if folder is None else folder / "students")
-        students.fit(X_l, y_l, X_d, y_d, embeddings=embeddings, X_unlabelled=X_u, embeddings_unlabelled=emb_u)
+        students.fit(X_l, y_l, X_d, y_d, embeddings=embeddings, X_unlabelled=X_u, embeddings_unlabelled=emb_u,
+                     heads=teachers.heads())
         history["students"] = students.histories_
         release_memory(X_l, X_d, X_u)
         self.alpha_[name], self.beta_[name], self.grid_[name] = students.alpha_, students.beta_, students.grid_
         self.history_[name] = history
+        chosen = next((r for r in students.grid_ if (r["alpha"], r["beta"]) == (students.alpha_, students.beta_)), {})
+        failed = (failed_members("teacher", teachers.dev_ccc_, teachers.histories_, group=name)
+                  + failed_members("student", chosen.get("member_dev_ccc", []), students.histories_, group=name))
         self.dev_ccc_[name] = {
+            "failed": failed,
             "baseline": None if baseline is None else _finite(baseline.dev_ccc_),
             "teachers": _finite(_dev_score(np.asarray(teachers.predict(X_d)).reshape(len(X_d), -1), y_d)),
             "teacher_members": [_finite(s) for s in teachers.dev_ccc_],
             "students": students.dev_ccc_,
+            **{kind: _finite(np.mean(ref.dev_ccc_)) for kind, ref in references.items()},
         }
-        return _Group(name, columns, baseline, teachers, students)
+        return _Group(name, columns, baseline, teachers, students, references)
 
     # -- prediction ------------------------------------------------------------------------
 
@@ -877,7 +912,8 @@ class TSModel:
         Keys: ``students``, ``students_std``, ``student_members`` (N, n, A), ``teachers``,
         ``teachers_std``, ``teacher_members`` (N, n, A: each teacher's MC mean),
         ``teacher_members_std`` (N, n, A: each teacher's MC std), ``teacher_one_pass``
-        (N, n, A: each teacher's first MC pass, for the consistency histograms), ``baseline``.
+        (N, n, A: each teacher's first MC pass, for the consistency histograms), ``baseline``,
+        and the reference models ``ridge`` and ``svr`` (NaN columns where one was not fitted).
         """
         self._check_fitted()
         X = _check_X(X, "X", self.n_features_in_)
@@ -902,7 +938,19 @@ class TSModel:
             out["teachers"][:, cols] = mean.reshape(n, -1)
             out["teachers_std"][:, cols] = std.reshape(n, -1)
         out["baseline"] = self.predict_baseline(X)
+        out.update(self.predict_references(X))
         return out
+
+    def predict_references(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """The linear reference models' predictions, ``{"ridge": (n, A), "svr": (n, A)}``; NaN
+        columns where one was not fitted (not in ``config.reference.models``, or an older model)."""
+        self._check_fitted()
+        X = _check_X(X, "X", self.n_features_in_)
+
+        def get(kind: str) -> Callable[[_Group], np.ndarray]:
+            return lambda g: (g.references[kind].predict(X) if kind in g.references
+                              else np.full((len(X), len(g.columns)), np.nan))
+        return {kind: self._columns(X, get(kind)) for kind in ("ridge", "svr")}
 
     # -- state -----------------------------------------------------------------------------
 
@@ -918,11 +966,17 @@ class TSModel:
                 _put(tensors, f"{g.name}/teacher{i}", m)
             for i, m in enumerate(g.students.models_):
                 _put(tensors, f"{g.name}/student{i}", m)
+            for kind, ref in g.references.items():
+                tensors[f"{g.name}/{kind}/coef"] = torch.from_numpy(ref.coef_.copy())
+                tensors[f"{g.name}/{kind}/intercept"] = torch.from_numpy(ref.intercept_.copy())
         meta = {
             "format": STATE_FORMAT, "serdistill": __version__, "torch": torch.__version__,
             "config": config.to_dict(), "attributes": self.attributes_, "n_features_in": self.n_features_in_,
             "groups": [{"name": g.name, "columns": g.columns, "baseline": g.baseline is not None,
-                        "teacher_seed": g.teachers.seed_} for g in self._groups],
+                        "teacher_seed": g.teachers.seed_,
+                        "references": {kind: {"choice": ref.choice_, "dev_ccc": ref.dev_ccc_, "n_train": ref.n_train_}
+                                       for kind, ref in g.references.items()}}
+                       for g in self._groups],
             "alpha": self.alpha_, "beta": self.beta_, "grid": self.grid_, "dev_ccc": self.dev_ccc_,
             "unlabelled": self.unlabelled_, "history": self.history_,
             "fit_seconds": getattr(self, "fit_seconds_", None),
@@ -964,7 +1018,13 @@ class TSModel:
                                 for i in range(len(config.teacher.dropouts))]
             students.alpha_, students.beta_ = meta["alpha"][name], meta["beta"][name]
             students.n_features_in_, students.n_outputs_ = d, k
-            self._groups.append(_Group(name, list(spec["columns"]), baseline, teachers, students))
+            references = {}
+            for kind, info in spec.get("references", {}).items():  # none in models saved before the references existed
+                ref = references[kind] = LinearReference(kind)
+                ref.coef_ = tensors[f"{name}/{kind}/coef"].numpy().astype(np.float32)
+                ref.intercept_ = tensors[f"{name}/{kind}/intercept"].numpy().astype(np.float32)
+                ref.choice_, ref.dev_ccc_, ref.n_train_ = info["choice"], info["dev_ccc"], info["n_train"]
+            self._groups.append(_Group(name, list(spec["columns"]), baseline, teachers, students, references))
         return self
 
     def save(self, path: str | os.PathLike[str]) -> Path:

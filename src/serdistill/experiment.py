@@ -253,6 +253,7 @@ class _GroupRun:
         self.pool = pool
         self.work = folder / "work"
         self._teachers: TeacherEnsemble | None = None
+        self._heads: tuple[np.ndarray, np.ndarray] | None = None
         self._mc: dict[tuple[str, bool], TeacherMC] = {}
         self._unlabeled: np.ndarray | None = None
         if len(self.X) < 2 or len(self.X_dev) < 2:
@@ -309,7 +310,15 @@ class _GroupRun:
             self._teachers = TeacherEnsemble(self.config, seed=self.seed, on_epoch=self.hook("teachers"),
                                              checkpoint_dir=self.work / "teachers")
             self._teachers.fit(self.X, self.y, self.X_dev, self.y_dev)
+            self._heads = self._teachers.heads()
         return self._teachers
+
+    def heads(self) -> tuple[np.ndarray, np.ndarray]:
+        """The teachers' output layers (kept when their weights are dropped)."""
+        if self._heads is None:
+            self.teachers()
+        assert self._heads is not None
+        return self._heads
 
     def mc(self, which: str, enabled: bool = True) -> TeacherMC:
         """The teachers' MC results on ``train``, ``test`` or ``unlabeled`` (dropout off if not enabled)."""
@@ -416,7 +425,8 @@ class _GroupRun:
         students = StudentEnsemble(self.config, alpha=alpha, beta=beta, seed=self.seed,
                                    on_epoch=self.hook(setting),
                                    checkpoint_dir=self.work / setting)
-        students.fit(X, y, self.X_dev, self.y_dev, embeddings=emb, X_unlabelled=X_u, embeddings_unlabelled=emb_u)
+        students.fit(X, y, self.X_dev, self.y_dev, embeddings=emb, X_unlabelled=X_u, embeddings_unlabelled=emb_u,
+                     heads=self.heads())
         members = students.predict_members(self.X_test)  # (N, n, k)
         extra.update(alpha=students.alpha_, beta=students.beta_, dev_ccc=students.dev_ccc_,
                      n_unlabelled=0 if X_u is None else int(len(X_u)))

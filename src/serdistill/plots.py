@@ -67,7 +67,7 @@ def plot_ccc_bars(summary: pd.DataFrame, path: str | os.PathLike[str], *, n_tria
         ax.barh(y, means, xerr=stds, color=colours, alpha=0.85, height=0.7,
                 error_kw={"capsize": 3, "ecolor": "#333333", "elinewidth": 1.2})
         ax.plot(papers, y - 0.22, "D", markerfacecolor="white", markeredgecolor="black", markersize=5,
-                linestyle="none", label="paper (Sridhar & Busso 2022)", zorder=3)
+                linestyle="none", label="paper (Sridhar & Busso 2020)", zorder=3)
         ax.set_xlim(*_zoom(np.concatenate([means - stds, means + stds, papers])))
         ax.set_title(_title(attribute))
         ax.set_xlabel(f"CCC, mean ± std over {n_trials} trials\n(axis zoomed, not from 0)")

@@ -164,7 +164,7 @@ def table1_legend(analysis: Analysis) -> str:
     """The sentence under Table 1 that explains its numbers and marks."""
     return (
         f"Mean ± std (sample std) of the test CCC over {len(analysis.trials)} trials; "
-        f"'paper': Sridhar & Busso (2022), Table 1. 'vs base' / 'vs teach': relative improvement "
+        f"'paper': Sridhar & Busso (2020), Table 1. 'vs base' / 'vs teach': relative improvement "
         f"of the means, (ours − ref) / ref. {MARK_BASELINE} significantly better than the baseline, "
         f"{MARK_TEACHERS} significantly better than the teachers' MC ensemble: paired one-tailed "
         f"t-test over trials, p ≤ {analysis.alpha:g}."
@@ -223,7 +223,7 @@ def full_model_beats_all(analysis: Analysis, attribute: str) -> bool:
 def table2_legend(analysis: Analysis) -> str:
     return (
         f"A: unlabelled data, B: MC dropout, C: number of teachers and students. Mean ± std over "
-        f"{len(analysis.trials)} trials; 'paper': Sridhar & Busso (2022), Table 2. {MARK_FULL} the "
+        f"{len(analysis.trials)} trials; 'paper': Sridhar & Busso (2020), Table 2. {MARK_FULL} the "
         f"full model (first row, the same model as T-S (test)) is significantly better than every "
         f"other row run (paired one-tailed t-test, p ≤ {analysis.alpha:g})."
     )

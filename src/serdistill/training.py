@@ -111,6 +111,69 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = float("nan")
+    stopped_early: bool = False
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps run in all (every epoch's ``steps``)."""
+        return sum(int(h.get("steps", 0)) for h in self.history)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a loop trains, in epochs of ``steps_per_epoch`` steps, and when it stops early.
+
+    Attributes:
+        epochs: the most epochs to run.
+        steps_per_epoch: optimizer steps of a whole epoch (labelled batches, for students).
+        steps: the step budget when the length is given in steps: the last epoch runs only
+            the steps left, so exactly ``steps`` steps run in all; None: whole epochs.
+        patience: stop once the best development CCC is this many epochs old; None: never.
+
+    Examples:
+        >>> plan = Schedule.of(TeacherConfig(steps=1000, patience_steps=120), n_batches(300, 64))
+        >>> plan.epochs, plan.steps_per_epoch, plan.patience, plan.limit(199)
+        (200, 5, 24, 5)
+        >>> plan = Schedule.of(TeacherConfig(steps=1000), n_batches(30_000, 64))
+        >>> plan.epochs, plan.steps_per_epoch, plan.limit(1), plan.limit(2)
+        (3, 469, 469, 62)
+    """
+
+    epochs: int
+    steps_per_epoch: int
+    steps: int | None = None
+    patience: int | None = None
+
+    @classmethod
+    def of(cls, config: BaselineConfig | TeacherConfig | StudentConfig, steps_per_epoch: int) -> "Schedule":
+        """The schedule ``config`` (``epochs`` or ``steps``, ``patience`` or ``patience_steps``) gives."""
+        per = max(1, int(steps_per_epoch))
+        epochs = config.epochs if config.steps is None else -(-config.steps // per)
+        patience = config.patience
+        if config.patience_steps is not None:
+            patience = -(-config.patience_steps // per)
+        return cls(epochs=max(1, epochs), steps_per_epoch=per, steps=config.steps, patience=patience)
+
+    def limit(self, epoch: int) -> int:
+        """Steps to run in epoch ``epoch`` (0-based)."""
+        if self.steps is None:
+            return self.steps_per_epoch
+        return max(0, min(self.steps_per_epoch, self.steps - epoch * self.steps_per_epoch))
+
+    def stop(self, epoch: int, best_epoch: int) -> bool:
+        """Whether training stops after ``epoch`` epochs (1-based) with the best at ``best_epoch``."""
+        return epoch >= self.epochs or (self.patience is not None and epoch - best_epoch >= self.patience)
+
+
+def n_batches(n: int, batch_size: int) -> int:
+    """How many mini-batches :func:`batches` cuts ``n`` rows into.
+
+    Examples:
+        >>> n_batches(300, 64), n_batches(257, 64), n_batches(1, 64)
+        (5, 4, 1)
+    """
+    count = -(-int(n) // int(batch_size))
+    return count - 1 if count > 1 and n % batch_size == 1 else count
 
 
 def batches(n: int, batch_size: int, *, generator: torch.Generator) -> list[torch.Tensor]:
@@ -211,7 +274,7 @@ def fit_baseline(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndar
     """Train the baseline MLP (loss 1 − CCC); keep the best development-CCC epoch."""
     return _fit_supervised(X, y, X_dev, y_dev, hidden=config.hidden, dropout=config.dropout,
                            optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,
-                           epochs=config.epochs, train=train, seed=seed, on_epoch=on_epoch,
+                           config=config, train=train, seed=seed, on_epoch=on_epoch,
                            checkpoint=checkpoint, name=name, kind="baseline")
 
 
@@ -234,13 +297,14 @@ def fit_teacher(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
     """
     return _fit_supervised(X, y, X_dev, y_dev, hidden=config.hidden, dropout=dropout,
                            optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,
-                           epochs=config.epochs, train=train, seed=seed, on_epoch=on_epoch,
+                           config=config, train=train, seed=seed, on_epoch=on_epoch,
                            checkpoint=checkpoint, name=name, kind="teacher")
 
 
 def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
                 target: np.ndarray, alpha: float, beta: float,
                 X_unlabelled: np.ndarray | None = None, target_unlabelled: np.ndarray | None = None,
+                head: tuple[np.ndarray, np.ndarray] | None = None,
                 config: StudentConfig = StudentConfig(), train: TrainConfig = TrainConfig(),
                 seed: int = 0, on_epoch: EpochHook | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, name: str = "student") -> FitResult:
@@ -251,6 +315,8 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
         alpha, beta: the weights of (1 − CCC) and of the embedding MSE.
         X_unlabelled, target_unlabelled: unlabelled features and their teacher embedding;
             their batches get ``beta·MSE`` only. See :func:`batch_schedule` for the order.
+        head: the output layer's initial weight (k, H) and bias (k,), used when
+            ``config.head`` is ``"teacher"`` (teacher i's output layer); else ignored.
         The other arguments are as in :func:`fit_teacher`.
     """
     device = resolve_device(train.device)
@@ -271,6 +337,12 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             f"The student's last hidden layer has {model.hidden[-1]} units but the teacher "
             f"embedding has {T_t.shape[1]}; they must match."
         )
+    if config.head == "teacher":
+        if head is None:
+            raise ValueError("[student] head = 'teacher' needs the teacher's output layer (head=(weight, bias)).")
+        with torch.no_grad():
+            model.output.weight.copy_(torch.as_tensor(np.asarray(head[0]), dtype=torch.float32).reshape(model.output.weight.shape))
+            model.output.bias.copy_(torch.as_tensor(np.asarray(head[1]), dtype=torch.float32).reshape(model.output.bias.shape))
     B = train.batch_size
     labelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
     unlabelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
@@ -279,10 +351,11 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
     take = {"labelled": (_rows(X, X_t), _rows(target, T_t), labelled_buf),
             "unlabelled": (_rows(X_unlabelled, U_t), _rows(target_unlabelled, TU_t), unlabelled_buf)}
 
-    def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator]) -> dict[str, float]:
+    def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator], limit: int) -> dict[str, float]:
         model.train()
         totals = {"labelled": [0.0, 0], "unlabelled": [0.0, 0]}
-        for kind, idx in batch_schedule(len(X_t), len(U_t), B, generator=gens["shuffle"]):
+        steps = batch_schedule(len(X_t), len(U_t), B, generator=gens["shuffle"])
+        for kind, idx in steps[: limit * (2 if len(U_t) else 1)]:
             idx = idx.to(device)
             rows, targets, buf = take[kind]
             prediction, hidden = model.forward_hidden(rows(idx, buf[: len(idx)]))
@@ -295,19 +368,22 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             totals[kind][1] += len(idx)
         out = {f"loss_{k}": (s / n if n else float("nan")) for k, (s, n) in totals.items()}
         out["train_loss"] = out["loss_labelled"]
+        out["steps"] = min(limit * (2 if len(U_t) else 1), len(steps))
         return out
 
     fingerprint = dict(kind="student", init=train.init, in_dim=model.in_dim, hidden=list(model.hidden), lr=config.lr,
                        optimizer=config.optimizer, alpha=alpha, beta=beta, batch_size=B, seed=seed,
-                       n_train=len(X_t), n_unlabelled=len(U_t), n_dev=len(X_dev))
+                       n_train=len(X_t), n_unlabelled=len(U_t), n_dev=len(X_dev), head=config.head)
+    per_epoch = max(n_batches(len(X_t), B), n_batches(len(U_t), B) if len(U_t) else 0)
     return _loop(model, _optimizer(config.optimizer, model, config.lr, 0.0), run_epoch, X_dev, y_dev,
-                 epochs=config.epochs, seed=seed, device=device, on_epoch=on_epoch,
+                 schedule=Schedule.of(config, per_epoch), seed=seed, device=device, on_epoch=on_epoch,
                  checkpoint=checkpoint, checkpoint_every=train.checkpoint_every,
                  name=name, fingerprint=fingerprint)
 
 
-def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momentum, epochs,
-                    train: TrainConfig, seed, on_epoch, checkpoint, name, kind) -> FitResult:
+def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momentum,
+                    config: BaselineConfig | TeacherConfig, train: TrainConfig, seed, on_epoch, checkpoint,
+                    name, kind) -> FitResult:
     device = resolve_device(train.device)
     X_t, y_t = _labelled_tensors(X, y, device, "training")
     model = _new_model(X_t.shape[1], hidden, dropout, y_t, train, seed, device)
@@ -315,10 +391,11 @@ def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momen
     buf = torch.empty((B + 1, X_t.shape[1]), device=device)
     rows = _rows(X, X_t)
 
-    def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator]) -> dict[str, float]:
+    def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator], limit: int) -> dict[str, float]:
         model.train()
         total, count = 0.0, 0
-        for idx in batches(len(X_t), B, generator=gens["shuffle"]):
+        steps = batches(len(X_t), B, generator=gens["shuffle"])[:limit]
+        for idx in steps:
             idx = idx.to(device)
             loss = ccc_loss(model(rows(idx, buf[: len(idx)]), generator=gens["dropout"]), y_t[idx])
             opt.zero_grad()
@@ -326,22 +403,28 @@ def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momen
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
-        return {"train_loss": total / max(count, 1)}
+        return {"train_loss": total / max(count, 1), "steps": len(steps)}
 
     fingerprint = dict(kind=kind, init=train.init, in_dim=model.in_dim, hidden=list(model.hidden),
                        dropout=dropout, lr=lr, momentum=momentum, optimizer=optimizer,
                        batch_size=B, seed=seed, n_train=len(X_t), n_dev=len(X_dev))
     return _loop(model, _optimizer(optimizer, model, lr, momentum), run_epoch, X_dev, y_dev,
-                 epochs=epochs, seed=seed, device=device, on_epoch=on_epoch, checkpoint=checkpoint,
+                 schedule=Schedule.of(config, n_batches(len(X_t), B)), seed=seed, device=device,
+                 on_epoch=on_epoch, checkpoint=checkpoint,
                  checkpoint_every=train.checkpoint_every, name=name, fingerprint=fingerprint)
 
 
 def _loop(model: MLP, opt: torch.optim.Optimizer,
-          run_epoch: Callable[[torch.optim.Optimizer, dict[str, torch.Generator]], dict[str, float]],
-          X_dev: np.ndarray, y_dev: np.ndarray, *, epochs: int, seed: int, device: torch.device,
+          run_epoch: Callable[[torch.optim.Optimizer, dict[str, torch.Generator], int], dict[str, float]],
+          X_dev: np.ndarray, y_dev: np.ndarray, *, schedule: Schedule, seed: int, device: torch.device,
           on_epoch: EpochHook | None, checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
           name: str, fingerprint: dict[str, Any]) -> FitResult:
-    """The epoch loop shared by every model: train, score dev, keep the best, checkpoint."""
+    """The epoch loop shared by every model: train, score dev, keep the best, stop early, checkpoint.
+
+    ``run_epoch(opt, generators, limit)`` runs at most ``limit`` steps and returns the epoch's
+    numbers, ``steps`` among them. The hook's dict carries ``last`` (True for the final epoch,
+    whether the schedule ended or patience ran out) and ``stopped_early``.
+    """
     Xd, yd = _labelled_tensors(X_dev, y_dev, device, "development")
     dev_pages = PageBudget(X_dev)  # on disk: its pages leave after each scoring
     gens = {"shuffle": make_generator(derive_seed(seed, "shuffle")),
@@ -369,24 +452,32 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
             "rng": {key: gen.get_state() for key, gen in gens.items()},
         })
 
-    for epoch in range(start, epochs):
+    epochs = schedule.epochs
+    epoch = start
+    while not (epoch > 0 and schedule.stop(epoch, result.best_epoch)) and epoch < epochs:
         tic = time.perf_counter()
         info: dict[str, Any] = {"name": name, "epoch": epoch + 1, "epochs": epochs}
-        info.update(run_epoch(opt, gens))
+        info.update(run_epoch(opt, gens, schedule.limit(epoch)))
         score = _dev_ccc(model, Xd, yd, dev_pages)
         dev_pages.release()
         if score > result.best_score or best_state is None:
             result.best_score, result.best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        epoch += 1
+        last = schedule.stop(epoch, result.best_epoch)
         info.update(dev_ccc=score, best_dev_ccc=result.best_score, best_epoch=result.best_epoch,
-                    seconds=time.perf_counter() - tic)
+                    seconds=time.perf_counter() - tic, last=last, stopped_early=last and epoch < epochs)
         result.history.append(info)
-        logger.debug("%s epoch %d/%d: loss %.4f, dev CCC %.4f", name, epoch + 1, epochs,
+        logger.debug("%s epoch %d/%d: loss %.4f, dev CCC %.4f", name, epoch, epochs,
                      info["train_loss"], score)
         if on_epoch is not None:
             on_epoch(dict(info))
-        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            save(epoch + 1)
+        if checkpoint is not None and (epoch % checkpoint_every == 0 or last):
+            save(epoch)
+    result.stopped_early = epoch < epochs
+    if result.stopped_early:
+        logger.debug("%s: stopped early after epoch %d of %d (best %d, patience %s)", name, epoch, epochs,
+                     result.best_epoch, schedule.patience)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.zero_grad(set_to_none=True)  # a fitted model keeps no gradients (another copy of its weights)

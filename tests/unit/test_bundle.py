@@ -87,10 +87,10 @@ def test_evaluate_scores_each_attribute_on_its_labelled_rows(saved: Path, fitted
     y[:, 1] = np.nan  # no valence labels at all
     y[1:, 2] = np.nan  # a single dominance label: no score
     scores = bundle.evaluate(X_raw, y)
-    assert set(scores) == {"students", "teachers", "baseline"}
+    assert set(scores) == {"students", "teachers", "baseline", "ridge", "svr"}
     assert scores["students"]["valence"] is None and scores["students"]["dominance"] is None
     assert scores["students"]["arousal"] == pytest.approx(1.0)
-    for kind in ("teachers", "baseline"):
+    for kind in ("teachers", "baseline", "ridge", "svr"):
         assert scores[kind]["arousal"] == pytest.approx(ccc(out[kind][10:, 0], y[10:, 0]))
 
 
@@ -277,7 +277,8 @@ def test_train_and_evaluate_commands_on_a_feature_table(toy_corpus, tmp_path: Pa
     assert main(["evaluate", str(no_baseline), str(manifest), "--features", str(features),
                  "--json", str(target)]) == 0
     assert json.loads(target.read_text())["ccc"]["baseline"] == {"valence": None}
-    assert "-" in capsys.readouterr().out.splitlines()[-2]  # the baseline row of the table
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert rows["baseline"] == ["-"] and rows["ridge"] != ["-"]  # no baseline trained; the references are
 
 
 @pytest.mark.parametrize(("change", "message"), [

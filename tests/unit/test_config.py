@@ -34,7 +34,7 @@ def quick() -> Config:
 
 
 def test_paper_preset_is_spec(paper):
-    """Every number SPEC.md gives (Sridhar & Busso 2022)."""
+    """Every number SPEC.md gives (Sridhar & Busso 2020)."""
     assert paper.attributes == ("arousal", "valence", "dominance")
     assert paper.task == "single"
     assert paper.teacher.dropouts == (0.45, 0.50, 0.55, 0.60, 0.65) and paper.n_members == 5
@@ -144,7 +144,7 @@ def test_unknown_keys_list_the_valid_ones():
     with pytest.raises(ConfigError) as info:
         Config.from_dict({"teacher": {"epoch": 3}})
     assert str(info.value) == ("Unknown key(s) 'epoch' in [teacher]; valid keys: hidden, dropouts, optimizer, "
-                               "lr, momentum, epochs.")
+                               "lr, momentum, epochs, steps, patience, patience_steps.")
     with pytest.raises(ConfigError, match=r"Unknown key\(s\) 'bogus' in the config; valid keys: seed, attributes, task, train"):
         Config.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match=r"\[mc\] must be a table"):

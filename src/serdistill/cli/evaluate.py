@@ -5,18 +5,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-KINDS: tuple[str, ...] = ("students", "teachers", "baseline")
+KINDS: tuple[str, ...] = ("students", "teachers", "baseline", "ridge", "svr")
 
 DESCRIPTION = """\
 Score a bundle on one split of a manifest: the concordance correlation coefficient (CCC)
 per attribute of the students' ensemble (the method's prediction), the teachers'
-Monte-Carlo ensemble and the baseline. Each attribute is scored on the files labelled
-for it; '-' (null in JSON) where there is no score (no baseline trained, fewer than 2
-labelled files).
+Monte-Carlo ensemble, the baseline, and two linear reference models fitted on the same
+normalised training features when the bundle was trained: ridge regression and a linear
+SVR (their regularisation chosen on the development split). A deep model means something
+only beside a linear one. Each attribute is scored on the files labelled for it; '-' (null
+in JSON) where there is no score (no baseline or reference trained, fewer than 2 labelled
+files).
 
 Without --features the features are extracted with the bundle's feature set, through the
 feature cache. With --json the scores are also written as
-{"split", "n", "ccc": {"students": {attribute: value}, "teachers": {...}, "baseline": {...}}}."""
+{"split", "n", "ccc": {"students": {attribute: value}, "teachers": {...}, "baseline": {...},
+"ridge": {...}, "svr": {...}}}."""
 
 EPILOG = """\
 examples:

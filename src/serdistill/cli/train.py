@@ -232,12 +232,13 @@ class Progress:
         if state[0] is not None:
             state[0].update(1)
             state[0].set_postfix_str(f"dev CCC {info['dev_ccc']:.3f}", refresh=False)
-        if info["epoch"] == info["epochs"]:
+        if info.get("last", info["epoch"] == info["epochs"]):
             if state[0] is not None:
                 state[0].close()
             del self.models[key]
+            stopped = f", stopped early at {info['epoch']}" if info.get("stopped_early") else ""
             print(f"{info.get('group')}: {info.get('name')}: best dev CCC {info['best_dev_ccc']:.3f} "
-                  f"at epoch {info['best_epoch']}/{info['epochs']} ({state[1]:.1f} s)",
+                  f"at epoch {info['best_epoch']}/{info['epochs']}{stopped} ({state[1]:.1f} s)",
                   file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -252,8 +253,10 @@ def summary(model: Any, output: Path, seconds: float) -> str:
     groups = list(model.dev_ccc_)
     width = max(12, *(len(g) + 2 for g in groups))
     lines = ["Development CCC".ljust(10) + "".join(g.rjust(width) for g in groups)]
-    for kind in ("baseline", "teachers", "students"):
+    for kind in ("baseline", "teachers", "students", "ridge", "svr"):
         values = [model.dev_ccc_[g].get(kind) for g in groups]
+        if kind in ("ridge", "svr") and all(v is None for v in values):
+            continue
         lines.append(kind.ljust(10) + "".join(("-" if v is None else f"{v:.4f}").rjust(width) for v in values))
     lines.append("alpha/beta".ljust(10) + "".join(f"{model.alpha_[g]:g}/{model.beta_[g]:g}".rjust(width)
                                                   for g in groups))
