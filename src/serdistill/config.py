@@ -44,7 +44,7 @@ STUDENT_HEADS: tuple[str, ...] = ("own", "teacher")
 #: What ``serdistill experiment`` can run: the rows of the paper's Table 1 and Table 2
 #: (the full model of Table 2 is T-S (test); see :mod:`serdistill.settings`).
 PROTOCOL_SETTINGS: tuple[str, ...] = (
-    "baseline", "teachers", "ts_test", "ts_unlabeled", "ts_pseudo", "ts_top75",
+    "baseline", "ridge", "svr", "teachers", "ts_test", "ts_unlabeled", "ts_pseudo", "ts_top75",
     "abl_u0_mc1_n5", "abl_u1_mc0_n5", "abl_u1_mc1_n1", "abl_u0_mc1_n1", "abl_u1_mc0_n1",
 )
 
@@ -392,6 +392,10 @@ class ProtocolConfig(_Section):
         settings: which rows of Table 1 and Table 2 to run (default: all).
         top_fraction: the "top 75%" setting keeps this fraction of the test segments, those
             with the lowest std over N teachers x T passes.
+        folds: 0 (default): one split, the manifest's; K >= 3: speaker-independent K-fold
+            cross-validation (:func:`serdistill.corpora.splits.speaker_folds`): fold k's
+            speakers are the test set, fold k + 1's the development set, the rest train, and
+            every fold runs ``trials`` trials (a small corpus is not judged on 2 test speakers).
     """
 
     SECTION = "protocol"
@@ -402,6 +406,14 @@ class ProtocolConfig(_Section):
         "the settings an experiment runs (Table 1 and Table 2 rows)")
     top_fraction: float = _field(0.75, _Check(float, low=0.0, high=1.0, low_open=True),
                                  "the fraction of test segments kept by the 'top 75%' setting")
+    folds: int = _field(0, _Check(int, low=0), "0: the manifest's splits; K >= 3: K-fold speaker cross-validation")
+
+    def _check_together(self) -> None:
+        if self.folds in (1, 2):
+            raise ConfigError(
+                f"The 'folds' parameter of [protocol] must be 0 (the manifest's own splits) or at least 3 "
+                f"(a test, a development and a train fold). Got {self.folds!r} instead."
+            )
 
 
 @dataclass(frozen=True)

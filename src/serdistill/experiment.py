@@ -56,7 +56,9 @@ from serdistill.ensemble import (
 from serdistill.dataset import SPLIT_DISK_BYTES
 from serdistill.errors import ConfigError
 from serdistill.io import atomic_path, write_json, write_text
+from serdistill.health import failed_members
 from serdistill.metrics import ccc
+from serdistill.reference import KINDS as REFERENCE_KINDS, LinearReference
 from serdistill.storage import concat_rows, is_on_disk, large_empty, release_memory, release_rows, select_rows
 from serdistill.training import derive_seed
 
@@ -108,14 +110,65 @@ class ExperimentResult:
 
 
 def trial_seed(config: Config, trial: int) -> int:
-    """The seed of trial ``trial`` (0-based)."""
+    """The seed of trial ``trial`` (0-based; with folds, the trial within its fold)."""
     return derive_seed(config.seed, "trial", trial)
+
+
+def units(config: Config) -> list[int]:
+    """Every run of the protocol: ``trials`` per fold (one fold: the manifest's own splits).
+
+    Run ``u`` is trial ``u % trials`` of fold ``u // trials``; its results are the rows of
+    ``trial = u`` in the results table, and the paired tests pair runs by ``u``.
+    """
+    return list(range(config.protocol.trials * max(1, config.protocol.folds)))
+
+
+def fold_of(config: Config, unit: int) -> int:
+    """The fold of run ``unit`` (0 without cross-validation)."""
+    return unit // config.protocol.trials
+
+
+def fold_data(data: Dataset, config: Config, fold: int) -> Dataset:
+    """``data`` with fold ``fold``'s speaker-independent split (unchanged without folds).
+
+    The labelled rows are re-split by speaker (:func:`serdistill.corpora.splits.speaker_folds`
+    with the config's seed): fold ``fold`` is the test set, the next fold the development set,
+    the others train. Rows of the ``unlabeled`` split stay there.
+    """
+    K = config.protocol.folds
+    if not K:
+        return data
+    from serdistill.corpora.splits import fold_split
+    from serdistill.manifest import Manifest
+
+    table = data.manifest.table.copy()
+    labelled = (table["split"] != "unlabeled").to_numpy()
+    assignment = speaker_folds_of(data, config)
+    split = fold_split([assignment[str(s)] for s in table.loc[labelled, "speaker"]], fold, K)
+    table.loc[labelled, "split"] = split
+    return Dataset(Manifest(table=table, path=data.manifest.path), data.X, feature_set=data.feature_set,
+                   settings=data.settings, feature_names=data.feature_names, dropped=data.dropped)
+
+
+def speaker_folds_of(data: Dataset, config: Config) -> dict[str, int]:
+    """speaker -> fold for the labelled rows of ``data`` (seeded by ``config.seed``)."""
+    from serdistill.corpora.splits import speaker_folds
+
+    table = data.manifest.table
+    labelled = table[table["split"] != "unlabeled"]
+    genders = None
+    if "gender" in labelled.columns:
+        genders = {str(s): str(g) for s, g in zip(labelled["speaker"], labelled["gender"].fillna(""))}
+    return speaker_folds(labelled["speaker"].astype(str), config.protocol.folds, genders=genders, seed=config.seed)
 
 
 def plan(config: Config, data: Dataset) -> tuple[list[str], dict[str, str]]:
     """The settings that will run, in order, and why the others will not."""
     wanted = list(config.protocol.settings)
     not_run: dict[str, str] = {}
+    for kind in REFERENCE_KINDS:
+        if kind in wanted and kind not in config.reference.models:
+            not_run[kind] = f"not run: not in [reference] models"
     if "ts_unlabeled" in wanted and not data.has("unlabeled"):
         not_run["ts_unlabeled"] = "not run: the manifest has no unlabeled split"
     if not config.baseline.enabled and "baseline" in wanted:
@@ -129,7 +182,7 @@ def plan(config: Config, data: Dataset) -> tuple[list[str], dict[str, str]]:
         for need in NEEDS.get(setting, ()):
             if need not in settings:
                 settings.insert(settings.index(setting), need)
-    order = list(dict.fromkeys(["baseline", "teachers", "ts_test", *settings]))
+    order = list(dict.fromkeys(["baseline", *REFERENCE_KINDS, "teachers", "ts_test", *settings]))
     return [s for s in order if s in settings], not_run
 
 
@@ -160,13 +213,15 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
         ConfigError: the run folder holds a run with another config, or a split is missing.
     """
     run_dir = Path(run_dir)
+    first = fold_data(data, config, 0)  # with folds: raises now if the speakers are too few
     for split in ("train", "development", "test"):
-        if not data.has(split):
+        if not first.has(split):
             raise ConfigError(f"An experiment needs train, development and test splits; {split!r} has no "
                               f"files with features (splits: {data.split_counts()}).")
+    del first
     settings, not_run = plan(config, data)
     _prepare_run_dir(run_dir, config, data, meta or {})
-    all_trials = list(range(config.protocol.trials))
+    all_trials = units(config)
     todo = all_trials if trials is None else [t for t in trials if t in all_trials]
     if engine is not None and getattr(engine, "name", None) == "local" and len(todo) < 2:
         engine = None  # one trial: here, with torch's threads, rather than one 1-thread task
@@ -195,14 +250,14 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
             raise
         bar.reset(total)  # counted again below, where finished settings are skipped
         _prepare_run_dir(run_dir, config, data, meta or {})  # this machine's versions in meta.json
-    # normalised after the tasks (each of which normalises its own): not held while they run
-    normaliser = data.normaliser()
-    arrays = {split: data.arrays(split, attributes=config.attributes, normaliser=normaliser)
-              for split in ("train", "development", "test")}
-    pool = data.arrays("unlabeled", attributes=config.attributes, normaliser=normaliser)[0] \
-        if data.has("unlabeled") else None
     try:
+        fold = None
         for t in todo:
+            if fold != fold_of(config, t):
+                fold = fold_of(config, t)
+                arrays = pool = None  # the last fold's normalised copies go first
+                # normalised after the tasks (each of which normalises its own): not held while they run
+                arrays, pool = _fold_arrays(fold_data(data, config, fold), config)
             for name, columns in groups:
                 group = _GroupRun(run_dir / "trials" / str(t) / _safe(name), config, t, name, columns,
                                   arrays, pool, settings, bar, on_progress)
@@ -213,6 +268,16 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
     finally:
         bar.close()
     return _write_outputs(run_dir, config, settings, not_run, meta or {}, final=True, report=report)
+
+
+def _fold_arrays(data: Dataset, config: Config) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
+    """The normalised train, development and test arrays of one fold, and the unannotated pool."""
+    normaliser = data.normaliser()
+    arrays = {split: data.arrays(split, attributes=config.attributes, normaliser=normaliser)
+              for split in ("train", "development", "test")}
+    pool = data.arrays("unlabeled", attributes=config.attributes, normaliser=normaliser)[0] \
+        if data.has("unlabeled") else None
+    return arrays, pool
 
 
 def _concat_on_disk(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -245,7 +310,11 @@ class _GroupRun:
         self.folder, self.config, self.trial, self.name, self.columns = folder, config, trial, name, columns
         self.attributes = [config.attributes[c] for c in columns]
         self.settings, self.bar, self.on_progress = settings, bar, on_progress
-        self.seed = derive_seed(trial_seed(config, trial), name)
+        self.within = trial % config.protocol.trials  # the trial within its fold (with folds)
+        self.seed = derive_seed(trial_seed(config, self.within), name)
+        self.label = (f"fold {fold_of(config, trial) + 1}/{config.protocol.folds} trial {self.within + 1}/"
+                      f"{config.protocol.trials}" if config.protocol.folds else
+                      f"trial {trial + 1}/{config.protocol.trials}")
         X, y = arrays["train"]
         self.X, self.y = _labelled(X, y[:, columns])
         self.X_dev, self.y_dev = _labelled(arrays["development"][0], arrays["development"][1][:, columns])
@@ -282,7 +351,7 @@ class _GroupRun:
             "trial": self.trial, "group": self.name, "setting": setting, "ccc": scores,
             "n_test": int(len(self.X_test)), **(extra or {}),
         })
-        logger.info("trial %d, %s, %s: test CCC %s", self.trial + 1, self.name, setting,
+        logger.info("%s, %s, %s: test CCC %s", self.label, self.name, setting,
                     ", ".join(f"{a} {v:.4f}" if v is not None else f"{a} n/a" for a, v in scores.items()))
 
     def load(self, setting: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -341,7 +410,7 @@ class _GroupRun:
         if self._unlabeled is None:
             self._unlabeled, _ = select_unlabelled(
                 UnlabelledConfig(source="unlabeled", size=self.config.unlabelled.size),
-                X_test=self.X_test, X_pool=self.pool, seed=trial_seed(self.config, self.trial))
+                X_test=self.X_test, X_pool=self.pool, seed=trial_seed(self.config, self.within))
         return self._unlabeled
 
     # -- the settings ----------------------------------------------------------------------
@@ -355,9 +424,11 @@ class _GroupRun:
         for setting in self.settings:
             if self.done(setting):
                 continue
-            self.bar.set_description(f"trial {self.trial + 1}/{self.config.protocol.trials} {self.name} {setting}")
+            self.bar.set_description(f"{self.label} {self.name} {setting}")
             if setting == "baseline":
                 self.run_baseline()
+            elif setting in REFERENCE_KINDS:
+                self.run_reference(setting)
             elif setting == "teachers":
                 self.run_teachers()
             elif setting in SINGLE_MEMBER:
@@ -377,13 +448,21 @@ class _GroupRun:
         prediction = np.asarray(model.predict(self.X_test)).reshape(len(self.X_test), -1)
         self.record("baseline", prediction, {"dev_ccc": _finite(model.dev_ccc_), "best_epoch": model.best_epoch_})
 
+    def run_reference(self, kind: str) -> None:
+        model = LinearReference(kind, seed=derive_seed(self.seed, kind)).fit(self.X, self.y, self.X_dev, self.y_dev)
+        self.record(kind, model.predict(self.X_test), {"dev_ccc": [_finite(v) for v in model.dev_ccc_],
+                                                       "choice": model.choice_, "n_train": model.n_train_})
+
     def run_teachers(self) -> None:
-        dev_ccc = [_finite(s) for s in self.teachers().dev_ccc_]
+        teachers = self.teachers()
+        dev_ccc = [_finite(s) for s in teachers.dev_ccc_]
+        failed = failed_members("teacher", teachers.dev_ccc_, teachers.histories_, group=f"{self.label} {self.name}")
         mc = self.mc("test")
         mean, std = summarise_teachers(mc, return_std=True)
         one_pass = mc.samples[:, 0]  # (N, n, k): one MC run per teacher
         self.record("teachers", np.asarray(mean).reshape(len(self.X_test), -1),
-                    {"dev_ccc": dev_ccc,
+                    {"dev_ccc": dev_ccc, "failed": failed, "best_epochs": [h[-1]["best_epoch"] for h in teachers.histories_],
+                     "epochs_run": [len(h) for h in teachers.histories_],
                      "dropouts": list(self.config.teacher.dropouts), "passes": self.config.mc.passes},
                     {"one_pass_std": one_pass.std(axis=0), "mc_std": np.asarray(std).reshape(len(self.X_test), -1)})
 
@@ -432,6 +511,9 @@ class _GroupRun:
                      n_unlabelled=0 if X_u is None else int(len(X_u)))
         if setting == "ts_test":
             extra["grid"] = students.grid_
+            chosen = next(r for r in students.grid_ if (r["alpha"], r["beta"]) == (students.alpha_, students.beta_))
+            extra["failed"] = failed_members("student", chosen["member_dev_ccc"], students.histories_,
+                                             group=f"{self.label} {self.name}")
         self.record(setting, members.mean(axis=0), extra, {"members": members, "std": members.std(axis=0)})
         shutil.rmtree(self.work / setting, ignore_errors=True)
 
@@ -445,7 +527,7 @@ def collect(run_dir: str | Path, config: Config) -> tuple[pd.DataFrame, pd.DataF
     run_dir = Path(run_dir)
     rows, grid_rows, consistency = [], [], []
     groups = _groups(config)
-    for t in range(config.protocol.trials):
+    for t in units(config):
         for name, columns in groups:
             folder = run_dir / "trials" / str(t) / _safe(name)
             if not folder.is_dir():
@@ -470,6 +552,19 @@ def collect(run_dir: str | Path, config: Config) -> tuple[pd.DataFrame, pd.DataF
     results = pd.DataFrame(rows, columns=["trial", "setting", "attribute", "ccc"])
     grid = pd.DataFrame(grid_rows, columns=["trial", "attribute", "alpha", "beta", "dev_ccc"])
     return results, grid, pd.DataFrame(consistency, columns=["attribute", "who", "std"])
+
+
+def collect_failed(run_dir: str | Path, config: Config) -> list[dict[str, Any]]:
+    """Every failed teacher and student (:mod:`serdistill.health`) of the finished runs, with its run."""
+    out = []
+    for t in units(config):
+        for name, _ in _groups(config):
+            for setting in ("teachers", "ts_test"):
+                path = Path(run_dir) / "trials" / str(t) / _safe(name) / f"{setting}.json"
+                if path.is_file():
+                    info = json.loads(path.read_text(encoding="utf-8"))
+                    out += [{"trial": t, "group": name, **f} for f in info.get("failed", [])]
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -538,7 +633,19 @@ def _prepare_run_dir(run_dir: Path, config: Config, data: Dataset, meta: dict[st
         **meta, "versions": versions(), "feature_set": data.feature_set, "splits": data.split_counts(),
         "dropped_files": len(data.dropped),
         "seeds": {str(t): trial_seed(config, t) for t in range(config.protocol.trials)},
+        **({"folds": _fold_record(data, config)} if config.protocol.folds else {}),
     })
+
+
+def _fold_record(data: Dataset, config: Config) -> dict[str, Any]:
+    """Which speakers test and develop in each fold, and which runs belong to it (for meta.json)."""
+    assignment = speaker_folds_of(data, config)
+    K, T = config.protocol.folds, config.protocol.trials
+    return {"k": K, "trials_per_fold": T,
+            "folds": [{"fold": f, "runs": [f * T + t for t in range(T)],
+                       "test_speakers": sorted(s for s, g in assignment.items() if g == f),
+                       "development_speakers": sorted(s for s, g in assignment.items() if g == (f + 1) % K)}
+                      for f in range(K)]}
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> str:
@@ -562,7 +669,8 @@ def _write_outputs(run_dir: Path, config: Config, settings: list[str], not_run: 
         path = write_report(run_dir, results, grid=grid if len(grid) else None,
                             consistency=consistency if len(consistency) else None, config=config,
                             meta={**saved, **meta, "not_run": not_run, "title": title,
-                                  "trials_finished": f"{len(trials_done)} of {config.protocol.trials}"})
+                                  "failed": collect_failed(run_dir, config),
+                                  "trials_finished": f"{len(trials_done)} of {len(units(config))}"})
         if len(grid):
             with atomic_path(run_dir / "grid.csv") as tmp:
                 grid.to_csv(tmp, index=False)

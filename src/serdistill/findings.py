@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Mapping
 from scipy import stats as _scipy_stats
 
 from serdistill.render import Block, fmt_p, fmt_pct
-from serdistill.settings import BASELINE, FULL_MODEL, STUDENTS, TEACHERS, get_setting, table_settings
+from serdistill.settings import BASELINE, FULL_MODEL, RIDGE, STUDENTS, TEACHERS, get_setting, table_settings
 from serdistill.stats import relative_improvement
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ CLAIM_BASELINE = "Students above the baseline"
 CLAIM_TEACHERS = "Students above the teachers' ensemble"
 CLAIM_CONSISTENCY = "Students more consistent than teachers"
 CLAIM_ABLATION = "Full model best in the ablation"
+CLAIM_RIDGE = "Students above ridge regression (not a claim of the paper)"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ def findings(analysis: "Analysis", *, medians: Mapping[str, Mapping[str, float]]
         out.append(_above(analysis, TEACHERS, analysis.vs_teachers, CLAIM_TEACHERS, attribute))
         out.append(_consistency((medians or {}).get(attribute), attribute))
         out.append(_ablation(analysis, attribute))
-    order = [CLAIM_BASELINE, CLAIM_TEACHERS, CLAIM_CONSISTENCY, CLAIM_ABLATION]
+        if analysis.vs_ridge is not None:
+            out.append(_above(analysis, RIDGE, analysis.vs_ridge, CLAIM_RIDGE, attribute))
+    order = [CLAIM_RIDGE, CLAIM_BASELINE, CLAIM_TEACHERS, CLAIM_CONSISTENCY, CLAIM_ABLATION]
     return sorted(out, key=lambda f: order.index(f.claim))
 
 
@@ -82,8 +85,11 @@ def _above(analysis: "Analysis", reference: str, frame, claim: str, attribute: s
         f"{students.label} {new:.4f} vs {ref.label} {old:.4f} ({fmt_pct(test['rel_improvement'])}; "
         f"one-tailed p = {fmt_p(test['p'])} {relation} {analysis.alpha:g}"
         + (f"; {test['note']}" if test["note"] else "")
-        + f"). Paper: {paper_new:.4f} vs {paper_ref:.4f} ({fmt_pct(relative_improvement(paper_new, paper_ref))})."
+        + ")."
     )
+    if math.isfinite(paper_new) and math.isfinite(paper_ref):
+        detail += (f" Paper: {paper_new:.4f} vs {paper_ref:.4f} "
+                   f"({fmt_pct(relative_improvement(paper_new, paper_ref))}).")
     return Finding(claim, attribute, verdict, detail)
 
 

@@ -39,7 +39,8 @@ from serdistill.manifest import ATTRIBUTES
 from serdistill.render import Block, Table, fmt_ccc, fmt_p, fmt_pct, fmt_pm, fmt_t, to_html, to_markdown
 from serdistill.results import ResultsError, consistency_table, jsonable, validate_grid, validate_results
 from serdistill.results import write_results
-from serdistill.settings import BASELINE, FULL_MODEL, TEACHERS, get_setting, order_settings, resolve_aliases
+from serdistill.settings import BASELINE, FULL_MODEL, REFERENCES, RIDGE, STUDENTS, SVR, TEACHERS, get_setting
+from serdistill.settings import order_settings, resolve_aliases
 from serdistill.settings import table_settings
 from serdistill.stats import chosen_alpha_beta, compare, compare_to_others, consistency_medians, grid_means, summarise
 
@@ -59,6 +60,13 @@ class Analysis:
     vs_full: pd.DataFrame | None
     alpha: float
     not_run: dict[str, str]
+    vs_ridge: pd.DataFrame | None = None
+    vs_svr: pd.DataFrame | None = None
+
+    def against(self, reference: str) -> pd.DataFrame | None:
+        """The tests of every setting against ``reference`` (baseline, teachers, ridge, svr)."""
+        return {BASELINE: self.vs_baseline, TEACHERS: self.vs_teachers, RIDGE: self.vs_ridge,
+                SVR: self.vs_svr}.get(reference)
 
     @property
     def trials(self) -> list[int]:
@@ -100,6 +108,8 @@ def analyse(results: pd.DataFrame, *, alpha: float = 0.01, not_run: Mapping[str,
         vs_full=_ablation_tests(table, alpha) if FULL_MODEL in present else None,
         alpha=alpha,
         not_run=reasons,
+        vs_ridge=compare(table, reference=RIDGE, alpha=alpha) if RIDGE in present else None,
+        vs_svr=compare(table, reference=SVR, alpha=alpha) if SVR in present else None,
     )
 
 
@@ -402,6 +412,9 @@ def build_report(run_dir: Path, analysis: Analysis, *, grid: pd.DataFrame | None
                Block("table", significance_table(analysis)),
                Block("legend", "Δ: relative improvement of the means; t, p: paired one-tailed t-test over "
                                "trials (H1: the setting is better); n: trials.")]
+    blocks += _references_section(analysis)
+    blocks += _folds_section(analysis, meta.get("folds"))
+    blocks += _failed_section(meta.get("failed"))
     blocks += _table2_section(analysis)
     blocks += [Block("h2", "CCC per setting")]
     blocks += _figure(run_dir, "ccc_per_setting.png", "Mean test CCC per setting, error bars: std over trials",
@@ -432,7 +445,13 @@ def _header(analysis: Analysis, config: Mapping[str, Any], meta: Mapping[str, An
               "Versions: " + ", ".join(f"{k} {v}" for k, v in dict(meta.get("versions") or versions()).items())]
     if meta.get("seeds") is not None:
         items.append(f"Seeds: {meta['seeds']}")
-    known = {"corpus", "manifest", "command", "date", "versions", "seeds", "not_run", "title"}
+    if meta.get("folds"):
+        folds = meta["folds"]
+        items.append(f"Speaker-independent cross-validation: {folds['k']} folds x {folds['trials_per_fold']} trials "
+                     f"(run u = trial u mod {folds['trials_per_fold']} of fold u div {folds['trials_per_fold']}); "
+                     "test speakers per fold: " + "; ".join(
+                         f"{f['fold'] + 1}: {', '.join(map(str, f['test_speakers']))}" for f in folds["folds"]))
+    known = {"corpus", "manifest", "command", "date", "versions", "seeds", "not_run", "title", "folds", "failed"}
     items += [f"{k}: {v}" for k, v in meta.items() if k not in known]
     blocks = [Block("h1", meta.get("title", "serdistill experiment report")), Block("list", items)]
     if meta.get("command"):
@@ -446,6 +465,79 @@ def _header(analysis: Analysis, config: Mapping[str, Any], meta: Mapping[str, An
 
 def _config_value(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def references_table(analysis: Analysis) -> Table:
+    """The students (T-S (test)) against every reference run: means, Δ, t and p per attribute."""
+    header = ["Reference", "Attribute", "students", "reference", "Δ", "t", "p", "verdict"]
+    rows = []
+    for reference in REFERENCES:
+        frame = analysis.against(reference)
+        for attribute in analysis.attributes:
+            test = _test(frame, STUDENTS, attribute)
+            if test is None or not analysis.has(reference, attribute):
+                continue
+            new, old = analysis.mean(STUDENTS, attribute), analysis.mean(reference, attribute)
+            verdict = ("significantly above" if test["significant"] else "above, not significant") if new > old \
+                else ("equal" if new == old else "below")
+            rows.append([get_setting(reference).label, attribute, fmt_ccc(new), fmt_ccc(old),
+                         fmt_pct(test["rel_improvement"]), fmt_t(test["t"]), fmt_p(test["p"]), verdict])
+    return Table(header, rows)
+
+
+def _references_section(analysis: Analysis) -> list[Block]:
+    if not analysis.has(STUDENTS):
+        return []
+    table = references_table(analysis)
+    if not table.rows:
+        return []
+    return [Block("h3", "The students against every reference"), Block("table", table),
+            Block("legend", f"Students: {get_setting(STUDENTS).label}. Ridge regression and the linear SVR are "
+                            "fitted on the same normalised features and split, their regularisation chosen on the "
+                            "development set; they are not in the paper. Δ: relative improvement of the means; "
+                            f"t, p: paired one-tailed t-test over runs (H1: the students are better), p ≤ "
+                            f"{analysis.alpha:g} for 'significantly'.")]
+
+
+def folds_table(analysis: Analysis, folds: Mapping[str, Any], attribute: str) -> Table:
+    """Mean test CCC per fold (over its trials) of the Table 1 settings run, for one attribute."""
+    T = int(folds["trials_per_fold"])
+    keys = [s.key for s in table_settings(1) if analysis.has(s.key, attribute)]
+    table = analysis.table[(analysis.table["attribute"] == attribute) & analysis.table["setting"].isin(keys)]
+    table = table.assign(fold=table["trial"] // T)
+    means = table.groupby(["fold", "setting"])["ccc"].mean()
+    rows = []
+    for f in folds["folds"]:
+        if f["fold"] not in means.index.get_level_values("fold"):
+            continue
+        rows.append([str(f["fold"] + 1), ", ".join(map(str, f["test_speakers"]))]
+                    + [fmt_ccc(means.get((f["fold"], k), math.nan)) for k in keys])
+    return Table(["Fold", "test speakers", *[get_setting(k).label for k in keys]], rows)
+
+
+def _folds_section(analysis: Analysis, folds: Mapping[str, Any] | None) -> list[Block]:
+    if not folds:
+        return []
+    blocks = [Block("h3", "Per fold")]
+    for attribute in analysis.attributes:
+        blocks += [Block("p", f"{attribute.capitalize()}:"), Block("table", folds_table(analysis, folds, attribute))]
+    return blocks + [Block("legend", "Mean test CCC of each fold over its trials. The means and tests above pool "
+                                     "every fold x trial run.")]
+
+
+def _failed_section(failed: list[Mapping[str, Any]] | None) -> list[Block]:
+    if failed is None:
+        return []
+    blocks = [Block("h3", "Failed models")]
+    if not failed:
+        return blocks + [Block("p", "None: every teacher and every chosen student (T-S (test)) is within the "
+                                    "margin of its siblings' median development CCC (serdistill.health).")]
+    rows = [[str(f["trial"]), f["group"], f"{f['stage']} {f['member'] + 1}",
+             fmt_ccc(math.nan if f["dev_ccc"] is None else f["dev_ccc"]), fmt_ccc(f["siblings"]), f["reason"]]
+            for f in failed]
+    return blocks + [Block("table", Table(["Run", "Attribute", "Model", "dev CCC", "siblings' median", "reason"], rows)),
+                     Block("legend", "Members whose development CCC is far below their siblings' median "
+                                     "(0.15 CCC, or 30% of the median when that is more).")]
 
 
 def _table2_section(analysis: Analysis) -> list[Block]:

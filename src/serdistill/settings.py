@@ -29,6 +29,11 @@ BASELINE = "baseline"
 TEACHERS = "teachers"
 STUDENTS = "ts_test"
 FULL_MODEL = "abl_u1_mc1_n5"
+#: The linear reference models (not in the paper): fitted on the same features and split.
+RIDGE = "ridge"
+SVR = "svr"
+REFERENCES: tuple[str, ...] = (BASELINE, TEACHERS, RIDGE, SVR)
+_NAN = float("nan")
 
 #: key -> key of the same model; either may stand for the other in a results table.
 ALIASES: dict[str, str] = {FULL_MODEL: STUDENTS}
@@ -61,6 +66,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(BASELINE, "Baseline", 1, (0.7045, 0.3146, 0.6336)),
+    Setting(RIDGE, "Ridge regression (reference)", 1, (_NAN, _NAN, _NAN)),
+    Setting(SVR, "Linear SVR (reference)", 1, (_NAN, _NAN, _NAN)),
     Setting(TEACHERS, "Teachers' MC ensemble", 1, (0.7217, 0.3184, 0.6480)),
     Setting(STUDENTS, "T-S (test)", 1, (0.7345, 0.3230, 0.6652)),
     Setting("ts_unlabeled", "T-S (unlabeled)", 1, (0.7322, 0.3219, 0.6625),

@@ -34,9 +34,9 @@ def test_every_setting_runs_and_the_report_is_written(data, tmp_path):
     result = run_experiment(data, config, tmp_path / "run", progress=False)
     table = result.results
     settings, _ = plan(config, data)
-    assert len(settings) == 11
+    assert len(settings) == 13  # Table 1, Table 2, ridge and SVR
     assert set(table["setting"]) == set(settings)
-    assert len(table) == 2 * 11 * 2  # trials x settings x attributes
+    assert len(table) == 2 * 13 * 2  # trials x settings x attributes
     assert np.isfinite(table["ccc"]).all()
     # the grid: trials x attributes x points
     assert len(result.grid) == 2 * 2 * 2
@@ -84,7 +84,7 @@ def test_a_killed_run_resumes_without_recomputing(data, tmp_path):
         assert (tmp_path / "run/trials/0/arousal" / name).stat().st_mtime_ns == stamp
     assert ("arousal", "ts_test") not in resumed and ("arousal", "baseline") not in resumed
     assert ("arousal", "ts_top75") in resumed
-    assert len(result.results) == 11 * 2
+    assert len(result.results) == 13 * 2
 
     # and it matches a run that was never killed
     clean = run_experiment(data, config, tmp_path / "clean", progress=False, report=False)
@@ -97,7 +97,7 @@ def test_without_an_unlabeled_split_the_rest_runs(tmp_path):
     config = Config.from_dict({**TINY, "attributes": ["arousal"], "protocol": {"trials": 1}})
     result = run_experiment(data, config, tmp_path / "run", progress=False)
     assert "ts_unlabeled" not in set(result.results["setting"])
-    assert len(set(result.results["setting"])) == 10
+    assert len(set(result.results["setting"])) == 12
     assert "no unlabeled split" in (tmp_path / "run" / "report.md").read_text()
 
 

@@ -8,8 +8,13 @@ import sys
 DESCRIPTION = """\
 Run the paper's study on a corpus: K trials (different seeds) of every setting of Table 1
 (baseline, teachers' MC ensemble, T-S (test), T-S (unlabeled), T-S (pseudo-label),
-T-S (top 75%)) and Table 2 (the ablations of unlabelled data, MC dropout and ensemble
-size), per attribute. Teachers and their Monte-Carlo passes are trained once per trial and
+T-S (top 75%), with ridge regression and a linear SVR as reference models) and Table 2 (the
+ablations of unlabelled data, MC dropout and ensemble size), per attribute.
+
+With --folds K (a small corpus: a few speakers), the labelled speakers are dealt into K
+folds and every fold runs the trials with its own speaker-independent split: fold k's
+speakers are the test set, fold k+1's the development set, the others train. Results are
+given per fold and as mean ± std over folds x trials, with the same paired tests. Teachers and their Monte-Carlo passes are trained once per trial and
 shared by every setting; alpha and beta are chosen on the development set.
 
 RUN_DIR receives the resolved config, versions and seeds, per-trial and per-setting CCC
@@ -26,6 +31,7 @@ examples:
   serdistill experiment corpus/manifest.csv --config configs/quick.toml -o runs/quick
   serdistill experiment manifest.csv --config configs/paper.toml -o runs/paper --features features.parquet
   serdistill experiment manifest.csv --config configs/quick.toml -o runs/q --set protocol.trials=5
+  serdistill experiment emodb/manifest.csv -o runs/emodb-cv --folds 5 --trials 2
   serdistill experiment manifest.csv --config configs/paper.toml -o /shared/runs/p --engine ray --ray-address auto
 
 See docs/experiment.md for what each setting does and how the work is shared."""
@@ -43,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run folder (created; an existing one of the same config is resumed)")
     add_config_arguments(parser)
     parser.add_argument("--trials", type=int, metavar="K", help="number of trials (overrides protocol.trials)")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="speaker-independent K-fold cross-validation (K >= 3; overrides protocol.folds; "
+                             "default: the manifest's own splits)")
     parser.add_argument("--settings", metavar="LIST",
                         help="comma-separated settings to run (default: all), e.g. baseline,teachers,ts_test")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.trials is not None:
         overrides.append(f"protocol.trials={args.trials}")
+    if args.folds is not None:
+        overrides.append(f"protocol.folds={args.folds}")
     if args.settings:
         names = [s.strip() for s in args.settings.split(",") if s.strip()]
         overrides.append("protocol.settings=[" + ", ".join(f'"{n}"' for n in names) + "]")

@@ -99,3 +99,58 @@ def assign_speakers(
             assignment[speaker] = split
         start += counts[split]
     return assignment
+
+
+def speaker_folds(
+    speakers: Sequence[str],
+    k: int,
+    *,
+    genders: Mapping[str, str] | None = None,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Deal the speakers into ``k`` folds for speaker-independent cross-validation.
+
+    Speakers are shuffled within each gender and interleaved across genders (as in
+    :func:`assign_speakers`), then dealt round-robin: the folds differ by at most one
+    speaker, and with two genders each fold holds both as far as the counts allow.
+
+    Returns:
+        speaker -> fold (0 .. k-1).
+
+    Examples:
+        >>> folds = speaker_folds([f"s{i}" for i in range(10)], 5, seed=0)
+        >>> sorted(list(folds.values()).count(f) for f in range(5))
+        [2, 2, 2, 2, 2]
+    """
+    unique = sorted(set(map(str, speakers)))
+    if k < 3 or k > len(unique):
+        raise CorpusError(
+            f"Speaker-independent cross-validation needs 3 to {len(unique)} folds here (a test, a development "
+            f"and at least one train fold, each with a speaker; there are {len(unique)} speakers). Got {k} folds."
+        )
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = {}
+    for speaker in unique:
+        groups.setdefault(str((genders or {}).get(speaker, "") or ""), []).append(speaker)
+    order = sorted(groups)
+    order = [order[i] for i in rng.permutation(len(order))]
+    shuffled = [[groups[g][i] for i in rng.permutation(len(groups[g]))] for g in order]
+    dealt: list[str] = []
+    for position in range(max(len(group) for group in shuffled)):
+        dealt.extend(group[position] for group in shuffled if position < len(group))
+    return {speaker: i % k for i, speaker in enumerate(dealt)}
+
+
+def fold_split(fold_of_row: Sequence[int], fold: int, k: int) -> np.ndarray:
+    """The split of each row in fold ``fold`` of ``k``: its speakers' fold is the test set, the
+    next fold (``fold + 1`` mod ``k``) the development set, the others train.
+
+    Examples:
+        >>> fold_split([0, 1, 2, 3, 0], 0, 4).tolist()
+        ['test', 'development', 'train', 'train', 'test']
+    """
+    folds = np.asarray(fold_of_row)
+    out = np.full(len(folds), "train", dtype=object)
+    out[folds == (fold + 1) % k] = "development"
+    out[folds == fold] = "test"
+    return out
