@@ -147,25 +147,9 @@ def _optional_int(doc: str) -> Any:
 
 
 STEPS_DOC = "training length in optimizer steps; epochs are derived from the data's size (replaces epochs)"
+MIN_EPOCHS_DOC = "with steps: train at least this many epochs (a large corpus then runs more steps)"
 PATIENCE_DOC = "stop after this many epochs without a better development CCC (none: never)"
-PATIENCE_STEPS_DOC = "the same patience counted in optimizer steps (one of patience, patience_steps)"
-
-
-class _Schedule:
-    """Mixin of the trained sections: how long to train, and when to stop early."""
-
-    epochs: int
-    steps: int | None
-    patience: int | None
-    patience_steps: int | None
-
-    def _check_together(self) -> None:
-        if self.patience is not None and self.patience_steps is not None:
-            raise ConfigError(
-                f"The 'patience' and 'patience_steps' parameters of {self._where()} are two units of one "  # type: ignore[attr-defined]
-                f"setting; give one of them. Got patience={self.patience!r} and "
-                f"patience_steps={self.patience_steps!r} instead."
-            )
+PATIENCE_STEPS_DOC = "the same patience in optimizer steps (with patience too, the longer of the two)"
 
 
 class _Section:
@@ -269,7 +253,7 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class BaselineConfig(_Schedule, _Section):
+class BaselineConfig(_Section):
     """The single-MLP baseline: 4 x 512 ReLU, loss 1 - CCC, 200 epochs.
 
     The paper gives only the epochs; dropout 0.5 (the middle teacher rate) and the
@@ -277,9 +261,12 @@ class BaselineConfig(_Schedule, _Section):
 
     Length and early stopping, as in every trained section: ``epochs``, or ``steps``
     (optimizer steps; the epochs follow from the number of training segments and the batch
-    size, the last epoch cut short so that exactly ``steps`` steps run); ``patience`` (epochs)
-    or ``patience_steps`` stops training when the development CCC has not improved for that
-    long. The epoch with the best development CCC is kept either way.
+    size, the last epoch cut short so that exactly ``steps`` steps run) with ``min_epochs``
+    as a floor (a corpus of 300 segments needs hundreds of epochs, one of 100,000 a few
+    dozen: ``steps`` serves the first, ``min_epochs`` the second). ``patience`` (epochs) and
+    ``patience_steps`` stop training when the development CCC has not improved for that long
+    (given both, the longer of the two). The epoch with the best development CCC is kept
+    either way.
     """
 
     SECTION = "baseline"
@@ -291,12 +278,13 @@ class BaselineConfig(_Schedule, _Section):
     momentum: float = _field(0.0, _Check(float, low=0.0, high=1.0, high_open=True))
     epochs: int = _positive_int(200)
     steps: int | None = _optional_int(STEPS_DOC)
+    min_epochs: int | None = _optional_int(MIN_EPOCHS_DOC)
     patience: int | None = _optional_int(PATIENCE_DOC)
     patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
 
 
 @dataclass(frozen=True)
-class TeacherConfig(_Schedule, _Section):
+class TeacherConfig(_Section):
     """The N teachers: 4 x 512 ReLU, one dropout rate each, SGD lr 0.001, 150 epochs.
 
     Momentum 0 (plain SGD) is **decided**; the epoch with the best development CCC is kept.
@@ -312,6 +300,7 @@ class TeacherConfig(_Schedule, _Section):
     momentum: float = _field(0.0, _Check(float, low=0.0, high=1.0, high_open=True))
     epochs: int = _positive_int(150)
     steps: int | None = _optional_int(STEPS_DOC)
+    min_epochs: int | None = _optional_int(MIN_EPOCHS_DOC)
     patience: int | None = _optional_int(PATIENCE_DOC)
     patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
 
@@ -334,7 +323,7 @@ class MCConfig(_Section):
 
 
 @dataclass(frozen=True)
-class StudentConfig(_Schedule, _Section):
+class StudentConfig(_Section):
     """The N students: 2 x 512 ReLU, no dropout, NAdam lr 1e-4, Eq. 1 loss.
 
     ``epochs`` is **decided** (50; the paper is silent), with the best development CCC
@@ -358,6 +347,7 @@ class StudentConfig(_Schedule, _Section):
     betas: tuple[float, ...] = _field(GRID, _Check("floats", low=0.0, high=1.0))
     steps: int | None = _optional_int(STEPS_DOC + " (a student's step is one labelled batch; "
                                       "with unlabelled data an unlabelled batch comes before each)")
+    min_epochs: int | None = _optional_int(MIN_EPOCHS_DOC)
     patience: int | None = _optional_int(PATIENCE_DOC)
     patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
     head: str = _field("own", _Check(str, choices=STUDENT_HEADS),

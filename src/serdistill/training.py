@@ -131,12 +131,14 @@ class Schedule:
         patience: stop once the best development CCC is this many epochs old; None: never.
 
     Examples:
-        >>> plan = Schedule.of(TeacherConfig(steps=1000, patience_steps=120), n_batches(300, 64))
+        >>> plan = Schedule.of(TeacherConfig(steps=1000, patience=10, patience_steps=120), n_batches(300, 64))
         >>> plan.epochs, plan.steps_per_epoch, plan.patience, plan.limit(199)
         (200, 5, 24, 5)
         >>> plan = Schedule.of(TeacherConfig(steps=1000), n_batches(30_000, 64))
         >>> plan.epochs, plan.steps_per_epoch, plan.limit(1), plan.limit(2)
         (3, 469, 469, 62)
+        >>> Schedule.of(TeacherConfig(steps=1000, min_epochs=20), n_batches(30_000, 64)).epochs
+        20
     """
 
     epochs: int
@@ -148,11 +150,13 @@ class Schedule:
     def of(cls, config: BaselineConfig | TeacherConfig | StudentConfig, steps_per_epoch: int) -> "Schedule":
         """The schedule ``config`` (``epochs`` or ``steps``, ``patience`` or ``patience_steps``) gives."""
         per = max(1, int(steps_per_epoch))
-        epochs = config.epochs if config.steps is None else -(-config.steps // per)
-        patience = config.patience
-        if config.patience_steps is not None:
-            patience = -(-config.patience_steps // per)
-        return cls(epochs=max(1, epochs), steps_per_epoch=per, steps=config.steps, patience=patience)
+        steps = config.steps
+        if steps is not None and config.min_epochs is not None:
+            steps = max(steps, config.min_epochs * per)
+        epochs = config.epochs if steps is None else -(-steps // per)
+        patience = [p for p in (config.patience, None if config.patience_steps is None
+                                else -(-config.patience_steps // per)) if p is not None]
+        return cls(epochs=max(1, epochs), steps_per_epoch=per, steps=steps, patience=max(patience, default=None))
 
     def limit(self, epoch: int) -> int:
         """Steps to run in epoch ``epoch`` (0-based)."""

@@ -144,7 +144,7 @@ def test_unknown_keys_list_the_valid_ones():
     with pytest.raises(ConfigError) as info:
         Config.from_dict({"teacher": {"epoch": 3}})
     assert str(info.value) == ("Unknown key(s) 'epoch' in [teacher]; valid keys: hidden, dropouts, optimizer, "
-                               "lr, momentum, epochs, steps, patience, patience_steps.")
+                               "lr, momentum, epochs, steps, min_epochs, patience, patience_steps.")
     with pytest.raises(ConfigError, match=r"Unknown key\(s\) 'bogus' in the config; valid keys: seed, attributes, task, train"):
         Config.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match=r"\[mc\] must be a table"):

@@ -9,12 +9,14 @@ from serdistill.config import StudentConfig, TeacherConfig, TrainConfig
 from serdistill.errors import ConfigError
 from serdistill.metrics import ccc
 from serdistill.training import (
+    Schedule,
     batch_schedule,
     batches,
     derive_seed,
     fit_baseline,
     fit_student,
     fit_teacher,
+    n_batches,
     predict_mlp,
     student_loss,
 )
@@ -273,6 +275,115 @@ def test_baseline_uses_its_config(data):
                           train=TRAIN)
     assert result.model.hidden == (8, 8, 8) and result.model.dropout == 0.3
     assert len(result.history) == 2
+
+
+# --- step budgets and early stopping ----------------------------------------------------
+
+
+class CountingSGD(torch.optim.SGD):
+    """SGD that counts its steps (every optimizer step the loops take)."""
+
+    calls = 0
+
+    def step(self, closure=None):
+        CountingSGD.calls += 1
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("n", [300, 30_000])
+def test_the_number_of_optimizer_steps_follows_the_step_budget(n, monkeypatch):
+    """A 300-row and a 30,000-row training set both take exactly the budgeted steps (epochs derived)."""
+    import serdistill.training as training
+
+    X, y = make_data(n, d=4)
+    X_dev, y_dev = make_data(40, seed=1, d=4)
+    monkeypatch.setattr(training.torch.optim, "SGD", CountingSGD)
+    CountingSGD.calls = 0
+    config = TeacherConfig(hidden=(8,), lr=0.01, epochs=1, steps=120)
+    result = fit_teacher(X, y, X_dev, y_dev, dropout=0.1, config=config, train=TrainConfig(batch_size=64))
+    assert CountingSGD.calls == 120 == result.steps
+    per_epoch = n_batches(n, 64)  # 5 and 469
+    assert len(result.history) == -(-120 // per_epoch)  # 24 epochs, or one cut short
+    assert [h["steps"] for h in result.history][:-1] == [per_epoch] * (len(result.history) - 1)
+
+
+def test_student_step_budget_counts_labelled_batches(data):
+    X, y, X_dev, y_dev = data  # 80 labelled rows: 5 batches of 16
+    rng = np.random.default_rng(0)
+    common = dict(target=rng.random((80, 16)).astype(np.float32), alpha=0.5, beta=0.5, train=TRAIN)
+    alone = fit_student(X, y, X_dev, y_dev, config=StudentConfig(hidden=(16,), steps=12), **common)
+    assert alone.steps == 12 and len(alone.history) == 3
+    # 30 unlabelled rows (2 batches) beside them: each labelled step comes after an unlabelled one
+    paired = fit_student(X, y, X_dev, y_dev, config=StudentConfig(hidden=(16,), steps=12),
+                         X_unlabelled=rng.normal(size=(30, D)).astype(np.float32),
+                         target_unlabelled=rng.random((30, 16)).astype(np.float32), **common)
+    assert paired.steps == 24 and len(paired.history) == 3
+
+
+def test_min_epochs_lengthens_a_step_budget_on_a_large_set():
+    assert Schedule.of(TeacherConfig(steps=600, min_epochs=20), n_batches(300, 64)).epochs == 120
+    large = Schedule.of(TeacherConfig(steps=600, min_epochs=20), n_batches(34_280, 64))
+    assert large.epochs == 20 and large.limit(19) == n_batches(34_280, 64)
+    # patience in epochs and in steps: the longer wins
+    assert Schedule.of(TeacherConfig(patience=10, patience_steps=200), 5).patience == 40
+    assert Schedule.of(TeacherConfig(patience=10, patience_steps=200), 535).patience == 10
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(data):
+    X, y, X_dev, _ = data
+    y_dev = (4.0 - X_dev[:, 0] + 0.5 * X_dev[:, 1]).astype(np.float32)  # learning makes dev worse
+    config = TeacherConfig(hidden=(16, 16), lr=0.02, momentum=0.9, epochs=40, patience=3)
+    seen = []
+    result = fit_teacher(X, y, X_dev, y_dev, dropout=0.2, config=config, train=TRAIN, seed=0,
+                         on_epoch=seen.append)
+    scores = [h["dev_ccc"] for h in result.history]
+    assert result.stopped_early and len(scores) == result.best_epoch + 3 < 40
+    assert max(scores[result.best_epoch:]) <= result.best_score  # no better epoch after the best
+    assert result.best_score == max(scores)
+    assert ccc(predict_mlp(result.model, X_dev)[:, 0], y_dev) == pytest.approx(result.best_score, abs=1e-5)
+    assert seen[-1]["last"] and seen[-1]["stopped_early"] and not any(s["last"] for s in seen[:-1])
+    # without patience it runs every epoch
+    full = fit_teacher(X, y, X_dev, y_dev, dropout=0.2, config=TeacherConfig(**{**config.to_dict(), "patience": None}),
+                       train=TRAIN, seed=0)
+    assert len(full.history) == 40 and not full.stopped_early
+    assert [h["dev_ccc"] for h in full.history][:len(scores)] == scores  # the same run until it stopped
+
+
+def test_early_stopped_run_resumes_as_stopped(tmp_path, data):
+    X, y, X_dev, _ = data
+    y_dev = (4.0 - X_dev[:, 0] + 0.5 * X_dev[:, 1]).astype(np.float32)
+    config = TeacherConfig(hidden=(16, 16), lr=0.02, momentum=0.9, epochs=40, patience=3)
+    kwargs = dict(dropout=0.2, config=config, train=TRAIN, seed=0, checkpoint=tmp_path / "t.pt")
+    first = fit_teacher(X, y, X_dev, y_dev, **kwargs)
+    epochs = []
+    again = fit_teacher(X, y, X_dev, y_dev, on_epoch=epochs.append, **kwargs)
+    assert epochs == [] and again.stopped_early and again.best_epoch == first.best_epoch
+    assert_same_weights(weights(first.model), weights(again.model))
+
+
+def test_student_head_starts_from_the_teachers_output_layer(data, monkeypatch):
+    import serdistill.training as training
+
+    X, y, X_dev, y_dev = data
+    rng = np.random.default_rng(3)
+    head = (rng.normal(size=(1, 16)).astype(np.float32), np.array([0.25], np.float32))
+    common = dict(target=rng.random((80, 16)).astype(np.float32), alpha=0.5, beta=0.5, train=TRAIN, seed=1)
+    config = StudentConfig(hidden=(16,), epochs=1, head="teacher")
+    first = {}
+    loop = training._loop
+
+    def before_training(model, *args, **kwargs):  # the output layer the loop starts from
+        first["weight"], first["bias"] = model.output.weight.detach().clone(), model.output.bias.detach().clone()
+        return loop(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_loop", before_training)
+    fit_student(X, y, X_dev, y_dev, config=config, head=head, **common)
+    np.testing.assert_array_equal(first["weight"].numpy(), head[0])
+    np.testing.assert_array_equal(first["bias"].numpy(), head[1])
+    fit_student(X, y, X_dev, y_dev, config=StudentConfig(hidden=(16,), epochs=1), head=head, **common)
+    assert not np.allclose(first["weight"].numpy(), head[0])  # 'own': drawn, the head is ignored
+    with pytest.raises(ValueError, match="head = 'teacher' needs the teacher's output layer"):
+        fit_student(X, y, X_dev, y_dev, config=config, **common)
 
 
 # --- checkpoints ------------------------------------------------------------------------
