@@ -1,8 +1,8 @@
 """Every hyper-parameter of the method, as frozen dataclasses read from and written to TOML.
 
 A :class:`Config` has a few top-level values (seed, attributes, task) and one section per
-part of the method. Presets are files (``configs/paper.toml``, ``configs/quick.toml``), not
-code branches. Values are checked when a config is built; every bad value raises
+part of the method. Presets are files (``configs/default.toml``, ``configs/quick.toml``,
+``configs/paper.toml``; shipped in the package, see :data:`PRESETS`), not code branches. Values are checked when a config is built; every bad value raises
 :class:`~serdistill.errors.ConfigError` with one message shape:
 
     The 'lr' parameter of [teacher] must be a float in the range (0, inf). Got -1 instead.
@@ -515,17 +515,38 @@ class Config(_Section):
         return path
 
 
+#: The presets shipped with serdistill (``configs/NAME.toml`` in the repository): ``default``
+#: (what ``train`` and ``experiment`` use without ``--config``), ``quick`` and ``paper``.
+PRESETS: tuple[str, ...] = ("default", "quick", "paper")
+DEFAULT_PRESET = "default"
+
+
+def preset_path(name: str) -> Path:
+    """The file of the preset ``name`` (one of :data:`PRESETS`).
+
+    Examples:
+        >>> preset_path("paper").name
+        'paper.toml'
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"The preset must be one of {', '.join(PRESETS)}. Got {name!r} instead.")
+    return Path(__file__).resolve().parent / "presets" / f"{name}.toml"
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read a config TOML file; missing keys take the paper's defaults.
+    """Read a config TOML file, or a preset by name (:data:`PRESETS`); missing keys take the
+    paper's defaults.
 
     Raises:
         ConfigError: the file is missing or not TOML, or a value is bad (the message names the file).
     """
+    if str(path) in PRESETS and not Path(path).is_file():
+        path = preset_path(str(path))
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
-            f"Config file {path} does not exist. Use configs/paper.toml or configs/quick.toml, "
-            "or write one with Config().save(path)."
+            f"Config file {path} does not exist. Give a preset ({', '.join(PRESETS)}; the files are in "
+            "configs/) or a TOML file, e.g. one written with Config().save(path)."
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -540,9 +561,16 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     """Apply ``section.key=value`` strings (values in TOML syntax), as a CLI ``--set`` would.
 
+    ``X.epochs=N`` without ``X.steps`` replaces a step budget (``steps``, ``min_epochs``) the
+    config may have: the model then trains N epochs, as asked.
+
     Examples:
         >>> apply_overrides(Config(), ["student.epochs=3", "mc.passes=10"]).mc.passes
         10
+        >>> budget = Config.from_dict({"teacher": {"steps": 800, "min_epochs": 20}})
+        >>> teacher = apply_overrides(budget, ["teacher.epochs=4"]).teacher
+        >>> teacher.epochs, teacher.steps, teacher.min_epochs
+        (4, None, None)
     """
     changes: dict[str, Any] = {}
     for item in overrides:
@@ -560,6 +588,12 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
         for parent in parents:
             target = target.setdefault(parent, {})
         target[last] = value
+    for section in ("baseline", "teacher", "student"):
+        # epochs given on the command line mean epochs: they replace a preset's step budget
+        asked = changes.get(section)
+        if isinstance(asked, dict) and "epochs" in asked and "steps" not in asked:
+            asked.setdefault("min_epochs", None)
+            asked["steps"] = None
     return config.updated(changes)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serdistill.config import Config, TeacherConfig, apply_overrides, load_config
+from serdistill.config import TEACHER_DROPOUTS, Config, TeacherConfig, apply_overrides, load_config
 from serdistill.errors import ConfigError, SerdistillError
 
 if sys.version_info >= (3, 11):
@@ -48,6 +48,9 @@ def test_paper_preset_is_spec(paper):
     assert paper.student.alphas == GRID and paper.student.betas == GRID
     assert (paper.unlabelled.source, paper.unlabelled.keep_fraction) == ("test", 1.0)
     assert (paper.protocol.trials, paper.protocol.significance) == (10, 0.01)
+    for section in (paper.baseline, paper.teacher, paper.student):  # lengths in epochs, no early stop
+        assert (section.steps, section.min_epochs, section.patience, section.patience_steps) == (None,) * 4
+    assert paper.student.head == "own" and paper.protocol.folds == 0
 
 
 def test_paper_preset_equals_the_defaults(paper):
@@ -67,12 +70,29 @@ def test_spec_values_are_in_spec_md():
 
 
 def test_quick_preset(quick, paper):
+    default = load_config("default")
     assert quick.teacher.hidden == paper.teacher.hidden and quick.student.hidden == paper.student.hidden
     assert quick.teacher.dropouts == paper.teacher.dropouts
-    assert quick.mc.passes < paper.mc.passes and quick.teacher.epochs < paper.teacher.epochs
-    assert quick.student.epochs < paper.student.epochs and quick.protocol.trials < paper.protocol.trials
+    assert quick.mc.passes < default.mc.passes < paper.mc.passes and quick.protocol.trials < paper.protocol.trials
+    for section in ("baseline", "teacher", "student"):  # the default's method, on a smaller budget
+        assert getattr(quick, section).steps < getattr(default, section).steps
     assert len(quick.student.alphas) * len(quick.student.betas) < 81
     assert quick != paper
+
+
+def test_default_preset_fits_its_lengths_to_the_data():
+    from serdistill.training import Schedule, n_batches
+
+    default = load_config("default")
+    assert default.teacher.hidden == (512,) * 4 and default.student.hidden == (512, 512)
+    assert default.teacher.dropouts == TEACHER_DROPOUTS and default.student.head == "teacher"
+    for section in (default.baseline, default.teacher, default.student):
+        assert section.steps and section.min_epochs and section.patience and section.patience_steps
+        small = Schedule.of(section, n_batches(300, default.train.batch_size))
+        large = Schedule.of(section, n_batches(100_000, default.train.batch_size))
+        assert small.epochs * small.steps_per_epoch >= section.steps  # hundreds of epochs on 300 segments
+        assert large.epochs == section.min_epochs  # a few dozen on 100,000
+    assert load_config(CONFIGS / "default.toml") == default  # configs/ holds the presets
 
 
 # --- validation -------------------------------------------------------------------------
@@ -187,7 +207,7 @@ def test_missing_keys_take_defaults(tmp_path):
     assert config.teacher == Config().teacher and config.student.lr == 0.0001
 
 
-@pytest.mark.parametrize("name", ["paper.toml", "quick.toml"])
+@pytest.mark.parametrize("name", ["paper.toml", "quick.toml", "default.toml"])
 def test_to_toml_round_trip(name, tmp_path):
     config = load_config(CONFIGS / name)
     assert Config.from_dict(tomllib.loads(config.to_toml())) == config
@@ -219,6 +239,16 @@ def test_apply_overrides():
     # the rest untouched, the original unchanged
     assert config.teacher.epochs == 150 and Config().mc.passes == 100
     assert apply_overrides(config, []) == config
+
+
+def test_epochs_on_the_command_line_replace_a_step_budget():
+    default = load_config("default")
+    config = apply_overrides(default, ["teacher.epochs=4", "student.steps=50"])
+    assert (config.teacher.epochs, config.teacher.steps, config.teacher.min_epochs) == (4, None, None)
+    assert config.teacher.patience == default.teacher.patience  # early stopping stays
+    assert (config.student.steps, config.student.epochs) == (50, default.student.epochs)
+    both = apply_overrides(default, ["baseline.epochs=4", "baseline.steps=30"])
+    assert (both.baseline.epochs, both.baseline.steps) == (4, 30)
 
 
 def test_apply_overrides_errors():

@@ -10,6 +10,7 @@ from serdistill.config import Config
 from serdistill.dataset import Dataset
 from serdistill.errors import ConfigError
 from serdistill.experiment import collect, plan, run_experiment, trial_seed
+from serdistill.metrics import ccc
 from toy import TINY as BASE, make_dataset
 
 TINY = {**BASE, "protocol": {"trials": 2}}
@@ -158,3 +159,50 @@ def test_data_on_disk_give_the_results_in_memory_give(data, tmp_path, monkeypatc
     merged = memory.results.merge(disk.results, on=["trial", "setting", "attribute"])
     assert len(merged) == len(memory.results) > 0
     np.testing.assert_array_equal(merged["ccc_x"], merged["ccc_y"])
+
+
+def test_folds_put_each_speaker_group_in_test_once_with_development_from_the_rest(tmp_path):
+    from serdistill.experiment import fold_data, speaker_folds_of
+    from serdistill.reference import LinearReference
+
+    data = make_dataset({"train": 36, "development": 18, "test": 18, "unlabeled": 12})  # 9 labelled speakers
+    config = Config.from_dict({**TINY, "attributes": ["arousal"],
+                               "protocol": {"trials": 2, "folds": 3, "settings": ["baseline", "ridge"]}})
+    result = run_experiment(data, config, tmp_path / "run", progress=False)
+    assert sorted(set(result.results["trial"])) == [0, 1, 2, 3, 4, 5]  # 3 folds x 2 trials
+    folds = speaker_folds_of(data, config)
+    tested = []
+    for fold in range(3):
+        split = fold_data(data, config, fold).manifest.table
+        by_split = {s: set(split.loc[split["split"] == s, "speaker"]) for s in ("train", "development", "test")}
+        assert by_split["test"] == {s for s, f in folds.items() if f == fold}
+        assert by_split["development"] == {s for s, f in folds.items() if f == (fold + 1) % 3}
+        assert not by_split["test"] & by_split["development"] and not (by_split["test"] | by_split["development"]) & by_split["train"]
+        assert (split.loc[split["split"] == "unlabeled", "file"] == data.manifest.table.loc[
+            data.manifest.table["split"] == "unlabeled", "file"]).all()  # the unannotated rows stay
+        tested += sorted(by_split["test"])
+        # the ridge row of each run is a ridge fitted on that fold's train split, chosen on its development split
+        fd = fold_data(data, config, fold)
+        normaliser = fd.normaliser()
+        (X, y), (X_dev, y_dev), (X_test, y_test) = (fd.arrays(s, attributes=("arousal",), normaliser=normaliser)
+                                                     for s in ("train", "development", "test"))
+        expected = ccc(LinearReference("ridge").fit(X, y, X_dev, y_dev).predict(X_test)[:, 0].astype(float),
+                       y_test[:, 0].astype(float))
+        rows = result.results[(result.results.setting == "ridge") & (result.results.trial // 2 == fold)]
+        assert rows["ccc"].tolist() == pytest.approx([expected, expected])
+    assert sorted(tested) == sorted(folds)  # every speaker is tested exactly once
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert [f["test_speakers"] for f in meta["folds"]["folds"]] == [sorted(s for s, f in folds.items() if f == k)
+                                                                   for k in range(3)]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Speaker-independent cross-validation: 3 folds x 2 trials" in report and "### Per fold" in report
+
+
+def test_folds_need_enough_speakers():
+    data = make_dataset({"train": 6, "development": 3, "test": 3})  # 9 speakers
+    with pytest.raises(ConfigError, match="must be 0 .* or at least 3"):
+        Config.from_dict({**TINY, "protocol": {"folds": 2}})
+    from serdistill.errors import CorpusError
+
+    with pytest.raises(CorpusError, match="needs 3 to 9 folds here"):
+        run_experiment(data, Config.from_dict({**TINY, "protocol": {"folds": 10}}), "/nonexistent/run", progress=False)

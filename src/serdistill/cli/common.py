@@ -21,10 +21,12 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config``, ``--set`` and ``--device``."""
-    parser.add_argument("--config", required=required, metavar="CONFIG",
-                        help="method config TOML: configs/paper.toml (the paper's values) or configs/quick.toml")
+    parser.add_argument("--config", default="default", metavar="CONFIG",
+                        help="a preset (default: training lengths that fit the data, good from 300 to 100,000 "
+                             "segments; quick: minutes on a few hundred; paper: the paper's exact setting) or a "
+                             "config TOML file (configs/*.toml are the presets); default: default")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config value, e.g. --set student.epochs=5 --set seed=3 (repeatable)")
     parser.add_argument("--device", metavar="DEVICE",
