@@ -40,7 +40,7 @@ TEACHER_DROPOUTS: tuple[float, ...] = (0.45, 0.50, 0.55, 0.60, 0.65)
 UNLABELLED_SOURCES: tuple[str, ...] = ("none", "test", "unlabeled")
 TASKS: tuple[str, ...] = ("single", "multi")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "nadam", "adam")
-STUDENT_HEADS: tuple[str, ...] = ("own", "teacher")
+STUDENT_HEADS: tuple[str, ...] = ("own", "teacher", "frozen")
 #: What ``serdistill experiment`` can run: the rows of the paper's Table 1 and Table 2
 #: (the full model of Table 2 is T-S (test); see :mod:`serdistill.settings`).
 PROTOCOL_SETTINGS: tuple[str, ...] = (
@@ -333,9 +333,18 @@ class StudentConfig(_Section):
     unlabelled batch, so twice as many optimizer steps run).
 
     ``head`` is **decided** where the paper is silent: ``"own"`` (the paper's reading, and
-    the default: the output layer starts from its own random weights) or ``"teacher"`` (it
+    the default: the output layer starts from its own random weights), ``"teacher"`` (it
     starts from teacher i's output layer, the one that reads the embedding the student's last
-    hidden layer learns; see docs/experiment.md for why this matters with unlabelled data).
+    hidden layer learns) or ``"frozen"`` (teacher i's output layer, never trained); see
+    docs/experiment.md for why this matters with unlabelled data.
+
+    ``weight_decay`` (**decided**, 0 in the paper): decoupled weight decay (as AdamW's) of
+    the students' optimizer; each step shrinks the weights by ``lr * weight_decay``.
+
+    ``mse`` is **decided** too: ``"plain"`` (the paper's Eq. 1: the mean over segments and
+    units) or ``"relative"`` (that MSE divided by the mean square of the teacher's training
+    embedding: a scale-free term, which weighs as much as 1 − CCC; plain, it is an order of
+    magnitude smaller on EmoDB, and the students barely learn the embedding).
     """
 
     SECTION = "student"
@@ -350,8 +359,13 @@ class StudentConfig(_Section):
     min_epochs: int | None = _optional_int(MIN_EPOCHS_DOC)
     patience: int | None = _optional_int(PATIENCE_DOC)
     patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
+    weight_decay: float = _field(0.0, _Check(float, low=0.0),
+                                 "decoupled weight decay of the students' optimizer (0: none, the paper's)")
+    mse: str = _field("plain", _Check(str, choices=("plain", "relative")),
+                      "the embedding MSE of Eq. 1: 'plain' (the paper's) or 'relative' (in units of the "
+                      "embedding's mean square)")
     head: str = _field("own", _Check(str, choices=STUDENT_HEADS),
-                       "the output layer's initial weights: 'own' (drawn) or 'teacher' (teacher i's)")
+                       "the output layer: 'own' (drawn), 'teacher' (starts as teacher i's) or 'frozen' (teacher i's, fixed)")
 
 
 @dataclass(frozen=True)

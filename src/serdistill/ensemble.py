@@ -454,10 +454,10 @@ class StudentEnsemble:
                 )
         else:
             X_unlabelled, embeddings_unlabelled = None, None
-        if config.student.head == "teacher":
+        if config.student.head != "own":
             if heads is None:
-                raise ConfigError("[student] head = 'teacher' starts each student from its teacher's output layer; "
-                                  "pass heads=teachers.heads() to StudentEnsemble.fit, or set head = 'own'.")
+                raise ConfigError(f"[student] head = {config.student.head!r} gives each student its teacher's output "
+                                  "layer; pass heads=teachers.heads() to StudentEnsemble.fit, or set head = 'own'.")
             if len(heads[0]) != len(embeddings) or heads[0].shape[1:] != (y.shape[1], embeddings.shape[2]):
                 raise ValueError(f"heads must be ({len(embeddings)}, {y.shape[1]}, {embeddings.shape[2]}) weights and "
                                  f"({len(embeddings)}, {y.shape[1]}) biases; got {heads[0].shape} and {heads[1].shape}.")

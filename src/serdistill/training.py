@@ -244,6 +244,22 @@ def student_loss(prediction: torch.Tensor, hidden: torch.Tensor, target: torch.T
     return loss
 
 
+def embedding_mean_square(target: np.ndarray | torch.Tensor) -> float:
+    """The mean square of a teacher embedding (n, H), read in row blocks; 1 when it is all zeros.
+
+    Examples:
+        >>> embedding_mean_square(np.full((4, 3), 2.0, np.float32))
+        4.0
+    """
+    total, count = 0.0, 0
+    for start in range(0, len(target), _PREDICT_ROWS):
+        block = np.asarray(target[start:start + _PREDICT_ROWS], dtype=np.float64)
+        total += float(np.square(block).sum())
+        count += block.size
+    value = total / max(count, 1)
+    return value if value > 0 else 1.0
+
+
 @torch.no_grad()
 def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = "cpu",
                 hidden: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -341,12 +357,16 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             f"The student's last hidden layer has {model.hidden[-1]} units but the teacher "
             f"embedding has {T_t.shape[1]}; they must match."
         )
-    if config.head == "teacher":
+    if config.head in ("teacher", "frozen"):
         if head is None:
-            raise ValueError("[student] head = 'teacher' needs the teacher's output layer (head=(weight, bias)).")
+            raise ValueError(f"[student] head = {config.head!r} needs the teacher's output layer (head=(weight, bias)).")
         with torch.no_grad():
             model.output.weight.copy_(torch.as_tensor(np.asarray(head[0]), dtype=torch.float32).reshape(model.output.weight.shape))
             model.output.bias.copy_(torch.as_tensor(np.asarray(head[1]), dtype=torch.float32).reshape(model.output.bias.shape))
+        model.output.requires_grad_(config.head == "teacher")  # frozen: the teacher's, never trained
+    # "relative": the MSE in units of the embedding's mean square (on the labelled rows), so
+    # that it weighs as much as 1 − CCC whatever the embedding's scale (docs/experiment.md)
+    beta_mse = beta / embedding_mean_square(target) if config.mse == "relative" else beta
     B = train.batch_size
     labelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
     unlabelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
@@ -363,7 +383,7 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             idx = idx.to(device)
             rows, targets, buf = take[kind]
             prediction, hidden = model.forward_hidden(rows(idx, buf[: len(idx)]))
-            loss = student_loss(prediction, hidden, targets(idx, target_buf[: len(idx)]), alpha=alpha, beta=beta,
+            loss = student_loss(prediction, hidden, targets(idx, target_buf[: len(idx)]), alpha=alpha, beta=beta_mse,
                                 labels=y_t[idx] if kind == "labelled" else None)
             opt.zero_grad()
             loss.backward()
@@ -377,9 +397,10 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
 
     fingerprint = dict(kind="student", init=train.init, in_dim=model.in_dim, hidden=list(model.hidden), lr=config.lr,
                        optimizer=config.optimizer, alpha=alpha, beta=beta, batch_size=B, seed=seed,
-                       n_train=len(X_t), n_unlabelled=len(U_t), n_dev=len(X_dev), head=config.head)
+                       n_train=len(X_t), n_unlabelled=len(U_t), n_dev=len(X_dev), head=config.head, mse=config.mse,
+                       weight_decay=config.weight_decay)
     per_epoch = max(n_batches(len(X_t), B), n_batches(len(U_t), B) if len(U_t) else 0)
-    return _loop(model, _optimizer(config.optimizer, model, config.lr, 0.0), run_epoch, X_dev, y_dev,
+    return _loop(model, _optimizer(config.optimizer, model, config.lr, 0.0, config.weight_decay), run_epoch, X_dev, y_dev,
                  schedule=Schedule.of(config, per_epoch), seed=seed, device=device, on_epoch=on_epoch,
                  checkpoint=checkpoint, checkpoint_every=train.checkpoint_every,
                  name=name, fingerprint=fingerprint)
@@ -521,15 +542,18 @@ def _new_model(in_dim: int, hidden, dropout: float, y_t: torch.Tensor, train: Tr
     return model.to(device)
 
 
-def _optimizer(name: str, model: MLP, lr: float, momentum: float) -> torch.optim.Optimizer:
+def _optimizer(name: str, model: MLP, lr: float, momentum: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    parameters = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
     # foreach: one multi-tensor kernel per operation; on CPU (where it is not the default)
     # it makes an NAdam step on a student ~3x faster (6 ms instead of 17 ms measured here).
     if name == "nadam":
-        return torch.optim.NAdam(model.parameters(), lr=lr, foreach=True)
+        return torch.optim.NAdam(parameters, lr=lr, foreach=True, weight_decay=weight_decay,
+                                 decoupled_weight_decay=True)
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+        return torch.optim.AdamW(parameters, lr=lr, foreach=True, weight_decay=weight_decay) if weight_decay \
+            else torch.optim.Adam(parameters, lr=lr, foreach=True)
     raise ConfigError(f"The 'optimizer' parameter must be a str among {{'sgd', 'nadam', 'adam'}}. Got {name!r} instead.")
 
 

@@ -486,3 +486,38 @@ def test_training_on_disk_reads_batches_from_the_file_and_matches_memory(data, m
                     target_unlabelled=on_disk(target_u), **kwargs)
     assert len(readers) == 4 and all(r is not None for r in readers)
     assert_same_weights(weights(c.model), weights(d.model))
+
+
+def test_frozen_head_stays_the_teachers_and_relative_mse_rescales_beta(data):
+    from serdistill.training import embedding_mean_square
+
+    X, y, X_dev, y_dev = data
+    rng = np.random.default_rng(4)
+    target = (2.0 * rng.random((80, 16))).astype(np.float32)
+    head = (rng.normal(size=(1, 16)).astype(np.float32), np.array([0.1], np.float32))
+    frozen = fit_student(X, y, X_dev, y_dev, target=target, alpha=0.5, beta=0.5, head=head, train=TRAIN, seed=1,
+                         config=StudentConfig(hidden=(16,), epochs=3, head="frozen"))
+    np.testing.assert_array_equal(frozen.model.output.weight.detach().numpy(), head[0])
+    np.testing.assert_array_equal(frozen.model.output.bias.detach().numpy(), head[1])
+    assert frozen.model.layers[0].weight.requires_grad  # the rest trains
+    # relative MSE is the plain one with beta divided by the embedding's mean square
+    scale = embedding_mean_square(target)
+    assert scale == pytest.approx(float(np.mean(target.astype(np.float64) ** 2)))
+    relative = fit_student(X, y, X_dev, y_dev, target=target, alpha=0.5, beta=0.5, train=TRAIN, seed=1,
+                           config=StudentConfig(hidden=(16,), epochs=3, mse="relative"))
+    plain = fit_student(X, y, X_dev, y_dev, target=target, alpha=0.5, beta=0.5 / scale, train=TRAIN, seed=1,
+                        config=StudentConfig(hidden=(16,), epochs=3))
+    for a, b in zip(relative.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_student_weight_decay_is_decoupled_and_shrinks_the_weights(data):
+    X, y, X_dev, y_dev = data
+    target = np.random.default_rng(5).random((80, 16)).astype(np.float32)
+    common = dict(target=target, alpha=0.5, beta=0.5, train=TRAIN, seed=1)
+    plain = fit_student(X, y, X_dev, y_dev, config=StudentConfig(hidden=(16,), epochs=4, patience=None), **common)
+    decayed = fit_student(X, y, X_dev, y_dev, config=StudentConfig(hidden=(16,), epochs=4, weight_decay=500.0), **common)
+    norm = lambda m: float(m.layers[0].weight.detach().norm())  # noqa: E731
+    assert norm(decayed.model) < 0.6 * norm(plain.model)  # (1 - lr * 500) ** 20 steps = 0.36
+    opt = __import__("serdistill.training", fromlist=["_optimizer"])._optimizer("nadam", plain.model, 1e-4, 0.0, 2.0)
+    assert opt.defaults["weight_decay"] == 2.0 and opt.defaults["decoupled_weight_decay"]
