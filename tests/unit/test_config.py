@@ -85,7 +85,7 @@ def test_default_preset_fits_its_lengths_to_the_data():
 
     default = load_config("default")
     assert default.teacher.hidden == (512,) * 4 and default.student.hidden == (512, 512)
-    assert default.teacher.dropouts == TEACHER_DROPOUTS and default.student.head == "teacher"
+    assert default.teacher.dropouts == TEACHER_DROPOUTS and default.student.head == "frozen"
     for section in (default.baseline, default.teacher, default.student):
         assert section.steps and section.min_epochs and section.patience and section.patience_steps
         small = Schedule.of(section, n_batches(300, default.train.batch_size))

@@ -239,6 +239,35 @@ def test_keep_fraction_keeps_lowest_std(data, monkeypatch):
     assert std[order[:10], 0].max() <= std[order[10:], 0].min()
 
 
+@pytest.mark.parametrize("keep_fraction", [1.0, 0.5])
+def test_unlabelled_rows_and_their_embeddings_stay_aligned(data, monkeypatch, keep_fraction):
+    """Each unlabelled row reaches the students with its own teachers' embedding, in every path
+    (all rows, or the kept lowest-std rows); the heads are the teachers' output layers."""
+    X, y, X_dev, y_dev, X_test, _ = data
+    seen = {}
+    fit = StudentEnsemble.fit
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(StudentEnsemble, "fit", spy)
+    config = tiny(attributes=["arousal"], baseline={"enabled": False}, unlabelled={"keep_fraction": keep_fraction},
+                  student={"head": "frozen"})
+    model = TSModel(config).fit(X, y[:, :1], X_dev, y_dev[:, :1], X_unlabelled=X_test)
+    teachers = model._groups[0].teachers
+    full = teachers.mc_stack(X_test).embeddings  # the same mask streams as in fit
+    rows = np.flatnonzero((X_test[:, None, :] == seen["X_unlabelled"][None]).all(axis=2).any(axis=1))
+    assert len(rows) == len(seen["X_unlabelled"]) == round(keep_fraction * len(X_test))
+    # row r of the unlabelled features has row r of the embedding, for every teacher
+    order = [int(np.flatnonzero((X_test == row).all(axis=1))[0]) for row in seen["X_unlabelled"]]
+    np.testing.assert_array_equal(seen["embeddings_unlabelled"], full[:, order])
+    np.testing.assert_array_equal(seen["embeddings"], teachers.mc_stack(X).embeddings)
+    np.testing.assert_array_equal(seen["heads"][0], np.stack([m.output.weight.detach().numpy() for m in teachers.models_]))
+    for student, teacher in zip(model._groups[0].students.models_, teachers.models_):  # frozen: the teacher's
+        torch.testing.assert_close(student.output.weight, teacher.output.weight)
+
+
 # --- teachers ---------------------------------------------------------------------------
 
 
