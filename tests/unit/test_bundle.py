@@ -72,6 +72,9 @@ def test_round_trip_gives_identical_predictions_and_uncertainty(saved: Path, fit
     assert set(bundle.versions) == {"serdistill", "python", "torch", "numpy", "opensmile", "platform"}
     assert bundle.metrics["data"] == {"train": 64}
     assert set(bundle.metrics["development"]) == {"arousal", "valence", "dominance"}
+    assert set(bundle.metrics["failed"]) == {"arousal", "valence", "dominance"}  # lists of failed members
+    assert all(isinstance(v, list) for v in bundle.metrics["failed"].values())
+    assert {"ridge", "svr"} <= set(bundle.metrics["development"]["arousal"])
     assert bundle.metrics["alpha"] == {"arousal": 0.5, "valence": 0.5, "dominance": 0.5}
     assert bundle.info["version"] == bundle_module.BUNDLE_FORMAT
     assert set(bundle.info["files"]) == set(FILES) - {"bundle.json"}
