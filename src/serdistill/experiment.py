@@ -117,15 +117,21 @@ def trial_seed(config: Config, trial: int) -> int:
 def units(config: Config) -> list[int]:
     """Every run of the protocol: ``trials`` per fold (one fold: the manifest's own splits).
 
-    Run ``u`` is trial ``u % trials`` of fold ``u // trials``; its results are the rows of
-    ``trial = u`` in the results table, and the paired tests pair runs by ``u``.
+    Run ``u`` is fold ``u % folds``, trial ``u // folds`` (trial-major: adding trials to a
+    finished run only appends runs); its results are the rows of ``trial = u`` in the results
+    table, and the paired tests pair runs by ``u``.
     """
     return list(range(config.protocol.trials * max(1, config.protocol.folds)))
 
 
 def fold_of(config: Config, unit: int) -> int:
     """The fold of run ``unit`` (0 without cross-validation)."""
-    return unit // config.protocol.trials
+    return unit % config.protocol.folds if config.protocol.folds else 0
+
+
+def trial_of(config: Config, unit: int) -> int:
+    """The trial (within its fold) of run ``unit``."""
+    return unit // config.protocol.folds if config.protocol.folds else unit
 
 
 def fold_data(data: Dataset, config: Config, fold: int) -> Dataset:
@@ -252,7 +258,7 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
         _prepare_run_dir(run_dir, config, data, meta or {})  # this machine's versions in meta.json
     try:
         fold = None
-        for t in todo:
+        for t in sorted(todo, key=lambda u: (fold_of(config, u), u)):  # one fold's normalised splits at a time
             if fold != fold_of(config, t):
                 fold = fold_of(config, t)
                 arrays = pool = None  # the last fold's normalised copies go first
@@ -310,7 +316,7 @@ class _GroupRun:
         self.folder, self.config, self.trial, self.name, self.columns = folder, config, trial, name, columns
         self.attributes = [config.attributes[c] for c in columns]
         self.settings, self.bar, self.on_progress = settings, bar, on_progress
-        self.within = trial % config.protocol.trials  # the trial within its fold (with folds)
+        self.within = trial_of(config, trial)  # the trial within its fold (with folds)
         self.seed = derive_seed(trial_seed(config, self.within), name)
         self.label = (f"fold {fold_of(config, trial) + 1}/{config.protocol.folds} trial {self.within + 1}/"
                       f"{config.protocol.trials}" if config.protocol.folds else
@@ -642,7 +648,7 @@ def _fold_record(data: Dataset, config: Config) -> dict[str, Any]:
     assignment = speaker_folds_of(data, config)
     K, T = config.protocol.folds, config.protocol.trials
     return {"k": K, "trials_per_fold": T,
-            "folds": [{"fold": f, "runs": [f * T + t for t in range(T)],
+            "folds": [{"fold": f, "runs": [t * K + f for t in range(T)],
                        "test_speakers": sorted(s for s, g in assignment.items() if g == f),
                        "development_speakers": sorted(s for s, g in assignment.items() if g == (f + 1) % K)}
                       for f in range(K)]}

@@ -448,7 +448,7 @@ def _header(analysis: Analysis, config: Mapping[str, Any], meta: Mapping[str, An
     if meta.get("folds"):
         folds = meta["folds"]
         items.append(f"Speaker-independent cross-validation: {folds['k']} folds x {folds['trials_per_fold']} trials "
-                     f"(run u = trial u mod {folds['trials_per_fold']} of fold u div {folds['trials_per_fold']}); "
+                     f"(run u = fold u mod {folds['k']}, trial u div {folds['k']}); "
                      "test speakers per fold: " + "; ".join(
                          f"{f['fold'] + 1}: {', '.join(map(str, f['test_speakers']))}" for f in folds["folds"]))
     known = {"corpus", "manifest", "command", "date", "versions", "seeds", "not_run", "title", "folds", "failed"}
@@ -501,10 +501,10 @@ def _references_section(analysis: Analysis) -> list[Block]:
 
 def folds_table(analysis: Analysis, folds: Mapping[str, Any], attribute: str) -> Table:
     """Mean test CCC per fold (over its trials) of the Table 1 settings run, for one attribute."""
-    T = int(folds["trials_per_fold"])
+    K = int(folds["k"])
     keys = [s.key for s in table_settings(1) if analysis.has(s.key, attribute)]
     table = analysis.table[(analysis.table["attribute"] == attribute) & analysis.table["setting"].isin(keys)]
-    table = table.assign(fold=table["trial"] // T)
+    table = table.assign(fold=table["trial"] % K)
     means = table.groupby(["fold", "setting"])["ccc"].mean()
     rows = []
     for f in folds["folds"]:

@@ -188,7 +188,7 @@ def test_folds_put_each_speaker_group_in_test_once_with_development_from_the_res
                                                      for s in ("train", "development", "test"))
         expected = ccc(LinearReference("ridge").fit(X, y, X_dev, y_dev).predict(X_test)[:, 0].astype(float),
                        y_test[:, 0].astype(float))
-        rows = result.results[(result.results.setting == "ridge") & (result.results.trial // 2 == fold)]
+        rows = result.results[(result.results.setting == "ridge") & (result.results.trial % 3 == fold)]
         assert rows["ccc"].tolist() == pytest.approx([expected, expected])
     assert sorted(tested) == sorted(folds)  # every speaker is tested exactly once
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
@@ -206,3 +206,18 @@ def test_folds_need_enough_speakers():
 
     with pytest.raises(CorpusError, match="needs 3 to 9 folds here"):
         run_experiment(data, Config.from_dict({**TINY, "protocol": {"folds": 10}}), "/nonexistent/run", progress=False)
+
+
+def test_more_trials_on_a_finished_cross_validation_only_add_runs(tmp_path):
+    data = make_dataset({"train": 18, "development": 9, "test": 9})  # 9 speakers
+    one = Config.from_dict({**TINY, "attributes": ["arousal"], "protocol": {"trials": 1, "folds": 3, "settings": ["ridge"]}})
+    first = run_experiment(data, one, tmp_path / "run", progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "trials").rglob("ridge.json")}
+    two = one.updated({"protocol": {"trials": 2}})
+    second = run_experiment(data, two, tmp_path / "run", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # runs 0-2 (trial 0 of folds 0-2) kept
+    assert sorted(set(second.results["trial"])) == [0, 1, 2, 3, 4, 5]
+    old = first.results.set_index("trial")["ccc"]
+    assert second.results.set_index("trial")["ccc"].loc[[0, 1, 2]].tolist() == old.loc[[0, 1, 2]].tolist()
+    # run 3 is fold 0's second trial: the same split, so the same deterministic ridge
+    assert second.results.set_index("trial")["ccc"].loc[3] == pytest.approx(old.loc[0])
