@@ -47,8 +47,8 @@ def test_the_protocol_runs_end_to_end_and_resumes(subset: Path, tmp_path: Path) 
     assert "T-S (test)" in out and "Baseline" in out  # Table 1 printed
 
     results = pd.read_csv(run_dir / "results.csv")
-    assert len(results) == 2 * 11 * 3  # trials x settings x attributes
-    assert set(results["setting"]) >= {"baseline", "teachers", "ts_test", "ts_unlabeled", "ts_pseudo", "ts_top75",
+    assert len(results) == 2 * 13 * 3  # trials x settings x attributes
+    assert set(results["setting"]) >= {"baseline", "ridge", "svr", "teachers", "ts_test", "ts_unlabeled", "ts_pseudo", "ts_top75",
                                        "abl_u0_mc1_n5", "abl_u1_mc0_n5", "abl_u1_mc1_n1", "abl_u0_mc1_n1",
                                        "abl_u1_mc0_n1"}
     assert np.isfinite(results["ccc"]).all()

@@ -92,7 +92,7 @@ def test_evaluate_writes_the_scores_and_arousal_is_learnt(trained: SimpleNamespa
     print(f"\nevaluate (test split):\n{out}")
     assert list(result) == ["split", "n", "ccc"]
     assert result["split"] == "test" and result["n"] == 117
-    assert list(result["ccc"]) == ["students", "teachers", "baseline"]
+    assert list(result["ccc"]) == ["students", "teachers", "baseline", "ridge", "svr"]
     for scores in result["ccc"].values():
         assert list(scores) == ["arousal", "valence", "dominance"]
         assert all(isinstance(v, float) and -1 <= v <= 1 for v in scores.values())
