@@ -8,7 +8,7 @@ unlabelled data. The run folder (``--accuracy-dir``) is resumable: a rerun reads
 finished folds and only prints. Per attribute it prints each mean test CCC over folds x
 trials and the students' ratios to the baseline and to ridge, with the paired one-tailed
 p-values. Target: the students (T-S (test)) at or above both the baseline and ridge in the
-mean, for every attribute. Takes about 2 hours on 2 cores with the default preset (5 folds x 1
+mean, for every attribute. Takes about 2.5 hours on 2 cores with the default preset (5 folds x 1
 trial took 75 minutes; docs/results-emodb.md).
 """
 from __future__ import annotations
