@@ -47,8 +47,9 @@ def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
             path = root / "audio" / f"{split_name}_{i}.wav"
             path.touch()  # the manifest checks that files exist; their features are given
             rows.append({"file": str(path), "speaker": f"{split_name}{i % 3}", "split": split_name,
-                         "arousal": 4 + x[0] + 0.3 * rng.normal(), "valence": 4 + x[1] - x[2],
-                         "dominance": 4 + x[3]})
+                         # on the 1..7 scale the manifest checks
+                         "arousal": np.clip(4 + x[0] + 0.3 * rng.normal(), 1, 7),
+                         "valence": np.clip(4 + x[1] - x[2], 1, 7), "dominance": np.clip(4 + x[3], 1, 7)})
             features.append(x)
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     table = pd.DataFrame(np.stack(features), index=pd.Index([r["file"] for r in rows], name="file"),

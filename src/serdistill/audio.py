@@ -14,10 +14,15 @@ Checks, in order (``kind``: meaning):
   such as MP3, whose header counts can be estimates. Rejected unless ``allow_truncated``.
 - ``too_short``: less than ``min_duration`` seconds of audio.
 - ``silent``: every sample is zero once quantised to 16 bits (what openSMILE sees).
+- ``no_speech``: the signal's level (:func:`speech_level`) is below ``min_level`` dBFS
+  (-60 by default): dither, a constant (DC) offset, hum-free room tone. Such audio has
+  no speech to score, and a model would extrapolate wildly on it. Only the level is
+  checked: noise or music at speech level passes.
 - ``nonfinite_features``: openSMILE returned NaN or infinite values.
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -32,6 +37,13 @@ SAMPLING_RATE = 16000
 _INT16_STEP = 1.0 / 32768.0  # openSMILE-python multiplies by 32768 and casts to int16
 _INT16_MAX = 32767.0 / 32768.0
 
+MIN_LEVEL = -60.0
+"""The default lowest accepted :func:`speech_level`, in dBFS: speech recorded even 30 dB below
+a normal level stays above it; dither (about -96 dBFS) and DC offsets fall far below."""
+_LEVEL_FRAME = 512  # 32 ms at 16 kHz
+_LEVEL_PERCENTILE = 95.0
+_LEVEL_FLOOR = -200.0  # the level of digital zero, finite so that it can be stored
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -41,7 +53,7 @@ class Rejection:
         file: absolute path of the audio file.
         reason: what was found, what was expected and what to do.
         kind: one of ``unreadable``, ``nonfinite_samples``, ``truncated``, ``too_short``,
-            ``silent``, ``nonfinite_features``, ``failed``.
+            ``silent``, ``no_speech``, ``nonfinite_features``, ``failed``.
     """
 
     file: str
@@ -121,8 +133,14 @@ def check_audio(
     *,
     min_duration: float,
     allow_truncated: bool,
+    level: float | None = None,
+    min_level: float | None = None,
 ) -> Rejection | None:
     """The checks that depend on settings; they also run on cached results.
+
+    Args:
+        level: the audio's :func:`speech_level`, if known; checked against ``min_level``
+            (None: not checked).
 
     Returns:
         the rejection, or ``None`` if the file passes.
@@ -142,7 +160,46 @@ def check_audio(
             "remove the file or lower min_duration",
             "too_short",
         )
-    return None
+    return check_level(file, level, min_level) if level is not None else None
+
+
+def check_level(file: str, level: float, min_level: float | None) -> Rejection | None:
+    """Reject audio whose :func:`speech_level` is below ``min_level`` dBFS (None: accept all)."""
+    if min_level is None or level >= min_level:
+        return None
+    shown = "digital silence" if level <= _LEVEL_FLOOR else f"{level:.1f} dBFS"
+    return Rejection(
+        file,
+        f"got no speech: the signal's level is {shown} once any constant offset is removed; expected "
+        f"speech above {min_level:g} dBFS (min_level); remove the file, or lower min_level "
+        "(--min-level) for very quiet recordings",
+        "no_speech",
+    )
+
+
+def speech_level(signal: np.ndarray) -> float:
+    """The level of the loud part of a signal, in dBFS: the 95th percentile of the RMS of
+    its 32 ms frames, each frame's mean (a DC offset) removed first.
+
+    A full-scale sine is -3 dBFS; normal speech is about -40 to -10; 16-bit dither is about
+    -96; a constant signal, or digital silence, gives the floor of -200.
+
+    Examples:
+        >>> t = np.arange(16000) / 16000
+        >>> round(speech_level(0.5 * np.sin(2 * np.pi * 200 * t)), 1)
+        -9.0
+        >>> speech_level(np.full(16000, 0.3))
+        -200.0
+    """
+    x = np.asarray(signal, dtype=np.float32)
+    if x.size < _LEVEL_FRAME:
+        frames = x[None, :] if x.size else np.zeros((1, 1), np.float32)
+    else:
+        frames = x[: x.size - x.size % _LEVEL_FRAME].reshape(-1, _LEVEL_FRAME)
+    centred = frames - frames.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    rms = np.sqrt(np.mean(np.square(centred, dtype=np.float64), axis=1))
+    loud = float(np.percentile(rms, _LEVEL_PERCENTILE))
+    return max(_LEVEL_FLOOR, 20.0 * math.log10(loud)) if loud > 0 else _LEVEL_FLOOR
 
 
 def check_signal(file: str, signal: np.ndarray) -> Rejection | None:

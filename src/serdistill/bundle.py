@@ -3,6 +3,7 @@
 Layout::
 
     BUNDLE/bundle.json        what this folder is: format version, creation time, its files
+                              (each with its size and SHA-256, verified on load)
     BUNDLE/model.json         the fitted TSModel: config, chosen alpha/beta, history
     BUNDLE/weights.pt         its weights (baseline, teachers, students of every attribute)
     BUNDLE/normaliser.json    the z-score statistics of the training features
@@ -25,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -43,8 +45,10 @@ import pandas as pd
 
 from serdistill import __version__
 from serdistill.config import Config
+from serdistill.audio import MIN_LEVEL
 from serdistill.errors import BundleError, SerdistillError
 from serdistill.io import DIR_MODE, write_json, write_text
+from serdistill.manifest import DEFAULT_LABEL_RANGE
 from serdistill.normalise import Normaliser
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,10 @@ _SETTINGS_CHECKED = ("feature_level", "sampling_rate", "feature_code_version")
 
 class VersionWarning(UserWarning):
     """The bundle was written with other versions of serdistill, torch or openSMILE than installed."""
+
+
+class IntegrityWarning(UserWarning):
+    """The bundle's files cannot be verified: it was written before bundles recorded checksums."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,7 +126,8 @@ def version_differences(saved: Mapping[str, str], installed: Mapping[str, str] |
 
 
 def save_bundle(path: PathLike, model: Any, normaliser: Normaliser, features: Mapping[str, Any], *,
-                extra: Mapping[str, Any] | None = None) -> Path:
+                extra: Mapping[str, Any] | None = None,
+                label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE) -> Path:
     """Write a fitted model, its normaliser and its feature description as a bundle folder.
 
     The folder is built beside ``path`` and renamed into place only when complete; an
@@ -132,6 +141,7 @@ def save_bundle(path: PathLike, model: Any, normaliser: Normaliser, features: Ma
             at least ``feature_set`` and ``dim``.
         extra: more JSON-ready sections for ``metrics.json`` (e.g. ``{"data": {...}}``);
             they may not reuse the names of the built-in sections.
+        label_range: the scale of the training labels (recorded, and stated beside predictions).
 
     Returns:
         ``path``.
@@ -159,12 +169,13 @@ def save_bundle(path: PathLike, model: Any, normaliser: Normaliser, features: Ma
         write_json(tmp / "features.json", dict(features))
         write_json(tmp / "versions.json", installed_versions())
         write_json(tmp / "metrics.json", _jsonable(metrics))
-        files = {name: {"bytes": (tmp / name).stat().st_size} for name in FILES if name != "bundle.json"}
+        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+                 for name in FILES if name != "bundle.json"}
         write_json(tmp / "bundle.json", {
             "format": _KIND, "version": BUNDLE_FORMAT, "serdistill": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "attributes": list(model.attributes_), "feature_set": features.get("feature_set"),
-            "files": files,
+            "label_range": list(label_range or DEFAULT_LABEL_RANGE), "files": files,
         })
         _swap(tmp, path)
     finally:
@@ -283,6 +294,26 @@ class Bundle:
         return str(self.features.get("feature_set"))
 
     @property
+    def label_range(self) -> tuple[float, float]:
+        """The scale of the labels the bundle was trained on (1..7 for bundles that do not record one).
+
+        Predictions are not clipped to it: a value outside says the model extrapolates.
+        """
+        recorded = self.info.get("label_range")
+        if isinstance(recorded, (list, tuple)) and len(recorded) == 2:
+            return float(recorded[0]), float(recorded[1])
+        return DEFAULT_LABEL_RANGE
+
+    def outside_scale(self, table: pd.DataFrame) -> int:
+        """How many rows of a prediction table have an attribute outside :attr:`label_range`."""
+        low, high = self.label_range
+        columns = [a for a in self.attributes if a in table.columns]
+        if not columns or len(table) == 0:
+            return 0
+        values = table[columns].to_numpy(dtype=float)
+        return int(((values < low) | (values > high)).any(axis=1).sum())
+
+    @property
     def dim(self) -> int:
         return int(self.features["dim"])
 
@@ -318,11 +349,31 @@ class Bundle:
     def predict_features(self, X_raw: Any) -> tuple[np.ndarray, np.ndarray]:
         """Normalise raw features (n, d) and predict: the students' mean and std, each (n, A)."""
         X = self._normalise(X_raw)
-        return self.model.predict(X, return_std=True)
+        mean, std = self.model.predict(X, return_std=True)
+        self.check_outputs(mean, std)
+        return mean, std
 
     def predict_all(self, X_raw: Any) -> dict[str, np.ndarray]:
         """Normalise raw features and return :meth:`TSModel.predict_all` (students, teachers, baseline)."""
-        return self.model.predict_all(self._normalise(X_raw))
+        out = self.model.predict_all(self._normalise(X_raw))
+        self.check_outputs(out["students"], out["students_std"], out["teachers"])
+        return out
+
+    def check_outputs(self, *outputs: np.ndarray) -> None:
+        """Raise BundleError if any of ``outputs`` (the model's predictions) holds NaN or infinity.
+
+        A model whose outputs are not finite is broken (damaged weights, or features far
+        outside anything it was trained on); its numbers must never reach a table or a client.
+        """
+        for values in outputs:
+            values = np.asarray(values)
+            finite = np.isfinite(values)
+            if not finite.all():
+                rows = int((~finite.reshape(len(values), -1)).any(axis=1).sum()) if values.ndim else 1
+                raise BundleError(
+                    f"Bundle {self.path} gave non-finite predictions (NaN or infinity) for {rows} of {len(values)} "
+                    "row(s): its weights are damaged, or the features are far outside the training data. "
+                    "Copy the bundle again or train it anew; check the features if it persists.")
 
     def evaluate(self, X_raw: Any, y: Any) -> dict[str, dict[str, float | None]]:
         """CCC per attribute of the students, the teachers' MC ensemble, the baseline and the
@@ -359,7 +410,8 @@ class Bundle:
         return scores
 
     def predict_files(self, files: Sequence[PathLike], *, cache_dir: PathLike | None = None, workers: int = 1,
-                      verbose: bool = False) -> tuple[pd.DataFrame, list[Any]]:
+                      verbose: bool = False, allow_truncated: bool = False,
+                      min_level: float | None = MIN_LEVEL) -> tuple[pd.DataFrame, list[Any]]:
         """Extract the features of audio files and predict.
 
         Args:
@@ -367,6 +419,8 @@ class Bundle:
             cache_dir: the feature cache, or None for none.
             workers: extraction processes.
             verbose: progress bar.
+            allow_truncated, min_level: the audio checks, as for
+                :class:`serdistill.features.FeatureExtractor`.
 
         Returns:
             A table with the columns ``file`` (absolute path), one per attribute, ``<attribute>_std``
@@ -385,7 +439,8 @@ class Bundle:
             ) from None
         self.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set),
                             source="this installation")
-        extractor = FeatureExtractor(feature_set, cache_dir=cache_dir, num_workers=workers, verbose=verbose)
+        extractor = FeatureExtractor(feature_set, cache_dir=cache_dir, num_workers=workers, verbose=verbose,
+                                     allow_truncated=allow_truncated, min_level=min_level)
         table = extractor.process_files(files)
         columns = ["file", *self.attributes, *(f"{a}_std" for a in self.attributes), "duration"]
         if len(table) == 0:
@@ -419,12 +474,15 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
             when that was CUDA and this machine has none).
 
     Raises:
-        BundleError: the folder or some of its files are missing or damaged, or it was
+        BundleError: the folder or some of its files are missing or damaged (a file whose
+            size or SHA-256 differs from what ``bundle.json`` records is named), or it was
             written in another bundle format.
 
     Warns:
         VersionWarning: it was written with another serdistill major.minor, torch major or
             openSMILE version than installed (the message says which).
+        IntegrityWarning: it records no checksums (written before they were added), so its
+            files are loaded unverified.
     """
     from serdistill.ensemble import TSModel
 
@@ -448,11 +506,7 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
             f"{info.get('serdistill', '?')}; this serdistill ({__version__}) reads version {BUNDLE_FORMAT}. "
             + ("Upgrade serdistill to use it." if newer else "Train the bundle again with this version.")
         )
-    for name, entry in (info.get("files") or {}).items():
-        size = (path / name).stat().st_size if (path / name).is_file() else None
-        if isinstance(entry, Mapping) and size is not None and entry.get("bytes") not in (None, size):
-            raise BundleError(f"{path / name} has {size} bytes; bundle.json records {entry['bytes']}: the file is "
-                              "damaged or was changed. Copy the bundle again, or train it anew.")
+    _verify_files(path, info)
     versions = _read_json(path, "versions.json")
     differences = version_differences(versions)
     if differences:
@@ -486,6 +540,45 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
     _check_config_file(path, model.config)
     return Bundle(model=model, normaliser=normaliser, features=features, config=model.config,
                   versions=versions, metrics=_read_json(path, "metrics.json"), path=path, info=info)
+
+
+def file_sha256(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _verify_files(path: Path, info: Mapping[str, Any]) -> None:
+    """Check every file against the size and SHA-256 that ``bundle.json`` records.
+
+    Raises:
+        BundleError: a file differs (named, with what differs).
+
+    Warns:
+        IntegrityWarning: the bundle predates checksums (its files cannot be verified).
+    """
+    recorded = info.get("files")
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    unchecked = []
+    for name in FILES:
+        if name == "bundle.json":
+            continue
+        entry = recorded.get(name)
+        entry = entry if isinstance(entry, Mapping) else {}
+        size = (path / name).stat().st_size
+        if entry.get("bytes") not in (None, size):
+            raise BundleError(f"{path / name} has {size} bytes; bundle.json records {entry['bytes']}: the file is "
+                              "damaged or was changed. Copy the bundle again, or train it anew.")
+        if entry.get("sha256") is None:
+            unchecked.append(name)
+        elif file_sha256(path / name) != entry["sha256"]:
+            raise BundleError(f"{path / name} does not match the SHA-256 that bundle.json records for it: the file "
+                              "is damaged or was changed since the bundle was written. Copy the bundle again, "
+                              "or train it anew.")
+    if unchecked:
+        warnings.warn(f"Bundle {path} records no checksum for {', '.join(unchecked)} (written before serdistill "
+                      "checksummed bundles), so damage to those files cannot be detected. Train it again, or "
+                      "re-save it (serdistill.bundle.save_bundle), to add checksums.", IntegrityWarning, stacklevel=3)
 
 
 def _fallback_device(path: Path) -> str | None:
@@ -545,5 +638,5 @@ def _duration(file: str) -> float:
         return float("nan")
 
 
-__all__ = ["BUNDLE_FORMAT", "FILES", "Bundle", "VersionWarning", "check_target", "installed_versions",
-           "load_bundle", "save_bundle", "version_differences"]
+__all__ = ["BUNDLE_FORMAT", "FILES", "Bundle", "IntegrityWarning", "VersionWarning", "check_target",
+           "file_sha256", "installed_versions", "load_bundle", "save_bundle", "version_differences"]

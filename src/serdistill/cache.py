@@ -1,21 +1,27 @@
-"""The feature cache: one small ``.npy`` file per (feature settings, audio content).
+"""The feature cache: one small file per (feature settings, audio content).
 
 Layout::
 
     <cache_dir>/<feature set>-<settings hash>/settings.json     what the hash stands for
     <cache_dir>/<feature set>-<settings hash>/names.json        the feature names
-    <cache_dir>/<feature set>-<settings hash>/ab/abcdef....npy  one entry per audio content
+    <cache_dir>/<feature set>-<settings hash>/ab/abcdef....sdf  one entry per audio content
 
 An entry is keyed by the BLAKE2b hash of the file's bytes, so a renamed or moved file
 still hits, and an edited one misses. The settings hash covers the feature set, feature
-level, sampling rate, the openSMILE version and :data:`FEATURE_CODE_VERSION`; changing any
-of them starts a fresh folder (delete old folders by hand to reclaim space).
+level, sampling rate, the openSMILE version, :data:`FEATURE_CODE_VERSION` and the entry
+format; changing any of them starts a fresh folder (delete old folders by hand to reclaim
+space).
+
+An entry holds a format tag, a checksum and the values (float32: the features, the
+audio's duration, its declared duration and its level in dBFS). The checksum is a BLAKE2b
+of the values keyed with the audio's hash, so an entry whose values were changed, or that
+was copied under another audio's name, does not match: it is logged and counts as a miss,
+and the file is extracted again and the entry rewritten.
 
 Each entry is written atomically (a temporary file renamed over the final name) by the
 parent process as results arrive, so parallel workers never write, an interrupted run
-keeps every finished file, and a reader never sees half an entry. An entry that cannot
-be read back (a crash mid-write on a filesystem without atomic rename, a full disk) counts
-as a miss and is overwritten. Only accepted features are stored, never rejections.
+keeps every finished file, and a reader never sees half an entry. Only accepted features
+are stored, never rejections.
 """
 from __future__ import annotations
 
@@ -35,8 +41,14 @@ logger = logging.getLogger(__name__)
 FEATURE_CODE_VERSION = 1
 """Bump when a change in serdistill's reading or extraction alters feature values."""
 
+ENTRY_FORMAT = 2
+"""Bump when an entry's layout changes (1: ``.npy`` without a checksum)."""
+
 _HASH_BYTES = 16
 _BLOCK = 1 << 20
+_MAGIC = b"SDFC\x02\x00\x00\x00"  # serdistill feature cache, entry format 2
+_EXTRA = 3  # duration, declared duration, level (dBFS) after the features
+_SUFFIX = ".sdf"
 
 
 def default_cache_dir() -> Path:
@@ -65,8 +77,9 @@ def content_hash(path: str | os.PathLike[str]) -> str:
 class FeatureCache:
     """Cached feature vectors for one set of feature settings.
 
-    An entry stores ``dim`` features followed by the audio's duration and its declared
-    duration (seconds), all float32, so that the duration checks can run again on a hit.
+    An entry stores ``dim`` features followed by the audio's duration, its declared
+    duration (seconds) and its level (dBFS, see :func:`serdistill.audio.speech_level`),
+    all float32, so that the checks on those can run again on a hit, and a checksum.
 
     Args:
         root: the cache folder (shared by all settings).
@@ -75,41 +88,56 @@ class FeatureCache:
     """
 
     def __init__(self, root: str | os.PathLike[str], settings: dict, *, dim: int) -> None:
-        text = json.dumps(settings, sort_keys=True)
+        text = json.dumps({**settings, "cache_entry_format": ENTRY_FORMAT}, sort_keys=True)
         key = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
         self.settings = dict(settings)
         self.dim = dim
         self.folder = Path(root).expanduser().absolute() / f"{settings['feature_set']}-{key}"
+        self._size = len(_MAGIC) + _HASH_BYTES + 4 * (dim + _EXTRA)
 
     def _entry(self, digest: str) -> Path:
-        return self.folder / digest[:2] / f"{digest}.npy"
+        return self.folder / digest[:2] / f"{digest}{_SUFFIX}"
 
-    def get(self, digest: str) -> tuple[np.ndarray, float, float] | None:
-        """The features, duration and declared duration stored for ``digest``, or ``None``."""
+    def get(self, digest: str) -> tuple[np.ndarray, float, float, float] | None:
+        """The features, duration, declared duration and level stored for ``digest``, or ``None``.
+
+        An entry that is damaged (unreadable, cut off, not finite, or not matching its
+        checksum) is logged as a warning and counts as a miss.
+        """
         path = self._entry(digest)
         try:
-            entry = np.load(path, allow_pickle=False)
+            with open(path, "rb") as handle:
+                data = handle.read(self._size + 1)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, EOFError) as err:
-            logger.debug("Ignoring unreadable cache entry %s (%s)", path, err)
+        except OSError as err:
+            logger.warning("Cache entry %s cannot be read (%s); extracting the file again.", path, err)
             return None
-        if entry.dtype != np.float32 or entry.shape != (self.dim + 2,) or not np.isfinite(entry).all():
-            logger.debug("Ignoring malformed cache entry %s", path)
+        head = len(_MAGIC) + _HASH_BYTES
+        payload = data[head:]
+        if len(data) != self._size or data[: len(_MAGIC)] != _MAGIC or data[len(_MAGIC) : head] != _tag(digest, payload):
+            logger.warning("Cache entry %s does not match its checksum (damaged or changed since it was written); "
+                           "extracting the file again.", path)
             return None
-        return entry[: self.dim], float(entry[self.dim]), float(entry[self.dim + 1])
+        entry = np.frombuffer(payload, dtype="<f4")
+        if not np.isfinite(entry).all():  # pragma: no cover - the checksum covers what put() wrote
+            logger.warning("Cache entry %s holds non-finite values; extracting the file again.", path)
+            return None
+        return entry[: self.dim], float(entry[self.dim]), float(entry[self.dim + 1]), float(entry[self.dim + 2])
 
-    def put(self, digest: str, features: np.ndarray, duration: float, declared_duration: float) -> None:
+    def put(self, digest: str, features: np.ndarray, duration: float, declared_duration: float,
+            level: float) -> None:
         """Store one entry atomically."""
-        entry = np.empty(self.dim + 2, dtype=np.float32)
+        entry = np.empty(self.dim + _EXTRA, dtype="<f4")
         entry[: self.dim] = features
-        entry[self.dim :] = (duration, declared_duration)
+        entry[self.dim :] = (duration, declared_duration, level)
+        payload = entry.tobytes()
         path = self._entry(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with open(tmp, "wb") as handle:
-                np.save(handle, entry, allow_pickle=False)
+                handle.write(_MAGIC + _tag(digest, payload) + payload)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -132,4 +160,13 @@ class FeatureCache:
 
     def __len__(self) -> int:
         """The number of entries (walks the folder; for tests and tools)."""
-        return sum(1 for _ in self.folder.glob("??/*.npy"))
+        return sum(1 for _ in self.folder.glob(f"??/*{_SUFFIX}"))
+
+    def entry_path(self, digest: str) -> Path:
+        """Where the entry of the audio content ``digest`` is (or would be) stored."""
+        return self._entry(digest)
+
+
+def _tag(digest: str, payload: bytes) -> bytes:
+    """The checksum of an entry: BLAKE2b of its values, keyed with the audio's content hash."""
+    return hashlib.blake2b(payload, digest_size=_HASH_BYTES, key=digest.encode()[:64]).digest()

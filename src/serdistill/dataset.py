@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from serdistill.errors import FeatureError, ManifestError
-from serdistill.manifest import ATTRIBUTES, Manifest, read_manifest
+from serdistill.manifest import ATTRIBUTES, DEFAULT_LABEL_RANGE, Manifest, read_manifest
 from serdistill.normalise import Normaliser
 from serdistill.storage import disk_matrix, is_on_disk, large_empty, take_rows
 
@@ -124,7 +124,9 @@ class Dataset:
 def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = None,
                  feature_set: str = "compare", cache_dir: PathLike | None = None,
                  workers: int = 1, verbose: bool = True, require_train: bool = True,
-                 engine: Any = None, on_disk: bool | None = None) -> Dataset:
+                 engine: Any = None, on_disk: bool | None = None,
+                 label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE,
+                 out_of_range: str = "error") -> Dataset:
     """The features of a manifest's files: read from ``features`` or extracted (cached).
 
     Args:
@@ -137,6 +139,8 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
         engine: a :mod:`serdistill.engine` engine to extract on instead (chunks of files as tasks).
         verbose: progress bars.
         require_train: the manifest must have a train split.
+        label_range, out_of_range: the labels' scale and what to do outside it, as for
+            :func:`serdistill.manifest.read_manifest` (for a manifest given as a path).
         on_disk: read ``features`` into a float32 matrix in an unlinked memory-mapped file
             (next to ``features``, else in the temporary folder) instead of memory, so that
             the raw matrix does not sit in memory beside the normalised splits; None (default):
@@ -151,7 +155,8 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
     from serdistill.features import FeatureExtractor, feature_settings
 
     if not isinstance(manifest, Manifest):
-        manifest = read_manifest(manifest, require_train=require_train)
+        manifest = read_manifest(manifest, require_train=require_train, label_range=label_range,
+                                 out_of_range=out_of_range)
     if features is not None:
         try:
             stream = ParquetFeatures(features)
@@ -188,7 +193,7 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
         bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
         raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
                            f"{', '.join(bad[:3])}; extract them again.")
-    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path)
+    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range)
     settings = dict(table.attrs.get("serdistill") or {})
     name = settings.get("feature_set")
     if name is None:
@@ -245,7 +250,7 @@ def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Data
         bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
         raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
                            f"{', '.join(bad[:3])}; extract them again.")
-    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path)
+    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range)
     settings = dict(stream.settings or {})
     name = settings.get("feature_set")
     if name is None:

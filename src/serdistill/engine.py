@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from serdistill.errors import ConfigError, SerdistillError
+from serdistill.lifecycle import started_on_main_thread
 
 __all__ = ["ENGINES", "EngineError", "LocalEngine", "RayEngine", "get_engine", "report"]
 
@@ -166,12 +167,16 @@ def _open_shared(path: str, offset: int, inode: int, shape: tuple, strides: tupl
     return _MAPPED[key]
 
 
-def _init_worker(events: Any) -> None:
-    """A worker ignores Ctrl-C (the parent gets it, and stops the workers itself), and sends
-    its tasks' :func:`report` events to ``events``."""
+def _init_worker(events: Any, main_thread: bool = False) -> None:
+    """A worker ends with its parent (:func:`serdistill.lifecycle.exit_with_parent`), ignores
+    Ctrl-C (the parent gets it, and stops the workers itself), and sends its tasks'
+    :func:`report` events to ``events``."""
     import signal
 
+    from serdistill.lifecycle import exit_with_parent
+
     global _EVENTS
+    exit_with_parent(main_thread)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _EVENTS = events
 
@@ -265,7 +270,8 @@ class LocalEngine(_Engine):
                 context = multiprocessing.get_context("spawn")
                 self._events = context.SimpleQueue()
                 self._pool = ProcessPoolExecutor(max_workers=self.processes, initializer=_init_worker,
-                                                 initargs=(self._events,), mp_context=context)
+                                                 initargs=(self._events, started_on_main_thread()),
+                                                 mp_context=context)
             events = self._events
             futures: dict[Any, int] = {}
             try:

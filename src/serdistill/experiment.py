@@ -152,7 +152,7 @@ def fold_data(data: Dataset, config: Config, fold: int) -> Dataset:
     assignment = speaker_folds_of(data, config)
     split = fold_split([assignment[str(s)] for s in table.loc[labelled, "speaker"]], fold, K)
     table.loc[labelled, "split"] = split
-    return Dataset(Manifest(table=table, path=data.manifest.path), data.X, feature_set=data.feature_set,
+    return Dataset(Manifest(table=table, path=data.manifest.path, label_range=data.manifest.label_range), data.X, feature_set=data.feature_set,
                    settings=data.settings, feature_names=data.feature_names, dropped=data.dropped)
 
 

@@ -239,4 +239,4 @@ def with_features(manifest: Manifest, table: pd.DataFrame) -> Manifest:
     if not keep.all():
         logger.warning("Leaving out %d of %d file(s) that have no features (rejected or not extracted).",
                        int((~keep).sum()), len(keep))
-    return Manifest(table=manifest.table[keep].reset_index(drop=True), path=manifest.path)
+    return Manifest(table=manifest.table[keep].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range)

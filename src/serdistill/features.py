@@ -37,13 +37,16 @@ import pandas as pd
 
 from serdistill.audio import (
     SAMPLING_RATE,
+    MIN_LEVEL,
     Audio,
     RejectedAudio,
     Rejection,
     check_audio,
     check_features,
+    check_level,
     check_signal,
     read_audio,
+    speech_level,
     unreadable,
 )
 from serdistill.cache import FEATURE_CODE_VERSION, FeatureCache, content_hash, default_cache_dir
@@ -57,6 +60,8 @@ from serdistill.feature_table import (
     write_features,
     write_rejections,
 )
+from serdistill.io import absolute, working_folder
+from serdistill.lifecycle import exit_with_parent, started_on_main_thread
 from serdistill.manifest import Manifest, read_manifest
 
 __all__ = [
@@ -171,15 +176,18 @@ class _Outcome:
     duration: float
     declared_duration: float
     rejection: Rejection | None
+    level: float = 0.0
 
 
 class _Engine:
     """One openSMILE instance and the checks; built once per process."""
 
-    def __init__(self, feature_set: FeatureSet, min_duration: float, allow_truncated: bool) -> None:
+    def __init__(self, feature_set: FeatureSet, min_duration: float, allow_truncated: bool,
+                 min_level: float | None = MIN_LEVEL) -> None:
         self.smile = _smile(feature_set)
         self.min_duration = min_duration
         self.allow_truncated = allow_truncated
+        self.min_level = min_level
 
     def extract(self, signal: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():  # "Segment too short": reported as a rejection instead
@@ -192,27 +200,30 @@ class _Engine:
         except RejectedAudio as err:
             return _Outcome(None, 0.0, 0.0, err.rejection)
         duration, declared = audio.duration, audio.declared_duration
+        level = speech_level(audio.signal)
         rejection = check_audio(
             file, duration, declared, min_duration=self.min_duration, allow_truncated=self.allow_truncated
-        ) or check_signal(file, audio.signal)
+        ) or check_signal(file, audio.signal) or check_level(file, level, self.min_level)
         if rejection is not None:
-            return _Outcome(None, duration, declared, rejection)
+            return _Outcome(None, duration, declared, rejection, level)
         try:
             features = self.extract(audio.signal)
         except Exception as err:  # an openSMILE failure is one bad file, not a crashed run
             reason = f"openSMILE failed ({type(err).__name__}: {err}); check the file"
-            return _Outcome(None, duration, declared, Rejection(file, reason, "failed"))
+            return _Outcome(None, duration, declared, Rejection(file, reason, "failed"), level)
         rejection = check_features(file, features)
-        return _Outcome(None if rejection else features, duration, declared, rejection)
+        return _Outcome(None if rejection else features, duration, declared, rejection, level)
 
 
 _WORKER: _Engine | None = None
 
 
-def _init_worker(feature_set: FeatureSet, min_duration: float, allow_truncated: bool) -> None:
+def _init_worker(feature_set: FeatureSet, min_duration: float, allow_truncated: bool, min_level: float | None,
+                 main_thread: bool = False) -> None:
     global _WORKER
+    exit_with_parent(main_thread)  # no orphan left working when the parent is killed
     signals.signal(signals.SIGINT, signals.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _WORKER = _Engine(feature_set, min_duration, allow_truncated)
+    _WORKER = _Engine(feature_set, min_duration, allow_truncated, min_level)
 
 
 def _run_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, _Outcome]]:
@@ -241,6 +252,8 @@ class FeatureExtractor:
             and analysis frames.
         allow_truncated: use WAV files whose header declares more audio than they hold
             (logged as a warning) instead of rejecting them.
+        min_level: reject audio whose level (:func:`serdistill.audio.speech_level`) is
+            below this many dBFS as ``no_speech`` (dither, DC offsets); None checks nothing.
         verbose: show a progress bar (files/s, audio-s/s).
 
     Attributes:
@@ -257,6 +270,7 @@ class FeatureExtractor:
         on_error: str = "skip",
         min_duration: float = 0.1,
         allow_truncated: bool = False,
+        min_level: float | None = MIN_LEVEL,
         verbose: bool = True,
     ) -> None:
         self.feature_set = feature_set
@@ -265,6 +279,7 @@ class FeatureExtractor:
         self.on_error = on_error
         self.min_duration = min_duration
         self.allow_truncated = allow_truncated
+        self.min_level = min_level
         self.verbose = verbose
         self.rejected: list[Rejection] = []
         self.stats: ExtractionStats | None = None
@@ -283,6 +298,9 @@ class FeatureExtractor:
             raise ConfigError(f"on_error must be 'skip' or 'raise'; got {self.on_error!r}.")
         if not (isinstance(self.min_duration, (int, float)) and 0 <= self.min_duration < math.inf):
             raise ConfigError(f"min_duration must be a number of seconds >= 0; got {self.min_duration!r}.")
+        if self.min_level is not None and not (isinstance(self.min_level, (int, float))
+                                               and -math.inf < self.min_level <= 0):
+            raise ConfigError(f"min_level must be a level in dBFS <= 0 (e.g. -60), or None; got {self.min_level!r}.")
         return feature_set
 
     def process_files(self, files: Iterable[PathLike]) -> pd.DataFrame:
@@ -293,7 +311,8 @@ class FeatureExtractor:
             ConfigError: for an invalid setting.
         """
         feature_set = self._validate()
-        run = _Run(self, feature_set, [os.path.normpath(os.path.abspath(os.fspath(f))) for f in files])
+        cwd = working_folder()
+        run = _Run(self, feature_set, [absolute(f, cwd) for f in files])
         try:
             return run.execute()
         finally:
@@ -370,9 +389,10 @@ class _Run:
             if hit is None:
                 todo.setdefault(digest, []).append(i)
                 continue
-            features, duration, declared = hit
+            features, duration, declared, level = hit
             rejection = check_audio(path, duration, declared, min_duration=self.owner.min_duration,
-                                    allow_truncated=self.owner.allow_truncated)
+                                    allow_truncated=self.owner.allow_truncated, level=level,
+                                    min_level=self.owner.min_level)
             if rejection is not None:
                 self._reject(i, rejection)
                 continue
@@ -383,7 +403,7 @@ class _Run:
     def _sequential(self, jobs: list[tuple[str, list[int]]]) -> None:
         if not jobs:
             return
-        key = (self.feature_set, self.owner.min_duration, self.owner.allow_truncated)
+        key = (self.feature_set, self.owner.min_duration, self.owner.allow_truncated, self.owner.min_level)
         engine = self.owner._engines.get(key)
         if engine is None:  # kept on the extractor: later calls skip openSMILE's start-up
             engine = self.owner._engines[key] = _Engine(*key)
@@ -402,7 +422,7 @@ class _Run:
             self.bar.update(len(indices))
             return
         if self.cache is not None:
-            self.cache.put(key, outcome.features, outcome.duration, outcome.declared_duration)
+            self.cache.put(key, outcome.features, outcome.duration, outcome.declared_duration, outcome.level)
         self._keep(indices, outcome.features, outcome.duration, outcome.declared_duration)
         self.extracted += len(indices)
         self.bar.update(len(indices))
@@ -445,7 +465,8 @@ def _pool(feature_set: FeatureSet, owner: FeatureExtractor, workers: int) -> Pro
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_init_worker,
-        initargs=(feature_set, owner.min_duration, owner.allow_truncated),
+        initargs=(feature_set, owner.min_duration, owner.allow_truncated, owner.min_level,
+                  started_on_main_thread()),
     )
 
 
@@ -557,8 +578,9 @@ def extract_files_with_engine(files: Iterable[PathLike], engine, *, chunk_size: 
     feature_set = probe._validate()
     settings["feature_set"] = feature_set
     if settings.get("cache_dir") is not None:  # tasks may run in another working directory
-        settings["cache_dir"] = os.path.abspath(os.path.expanduser(os.fspath(settings["cache_dir"])))
-    paths = [os.path.normpath(os.path.abspath(os.fspath(f))) for f in files]
+        settings["cache_dir"] = absolute(os.path.expanduser(os.fspath(settings["cache_dir"])))
+    cwd = working_folder()
+    paths = [absolute(f, cwd) for f in files]
     chunks = [paths[k:k + chunk_size] for k in range(0, len(paths), chunk_size)]
     parts = engine.map(_extract_chunk, chunks, shared={"settings": settings}, num_cpus=1,
                        desc=f"{feature_set.value} ({len(paths)} files)" if verbose else None)

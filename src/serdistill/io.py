@@ -68,3 +68,40 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serialisable")
+
+
+def working_folder() -> str:
+    """The working folder as the user named it: ``$PWD`` when it is the working folder (a
+    shell keeps the symlinks one went through there), else ``os.getcwd()`` (symlinks resolved).
+
+    Examples:
+        >>> os.path.samefile(working_folder(), os.getcwd())
+        True
+    """
+    cwd = os.getcwd()
+    logical = os.environ.get("PWD")
+    if logical and logical != cwd and os.path.isabs(logical):
+        try:
+            if os.path.samefile(logical, cwd):
+                return logical
+        except OSError:
+            pass
+    return cwd
+
+
+def absolute(path: str | os.PathLike[str], cwd: str | None = None) -> str:
+    """``path`` made absolute and normalised, without resolving symlinks.
+
+    A path through a symlink stays as given; a relative one joins ``cwd`` (default:
+    :func:`working_folder`). ``..`` is collapsed textually, as ``os.path.normpath`` does.
+
+    Examples:
+        >>> absolute("b/../c.wav", cwd="/data/link")
+        '/data/link/c.wav'
+        >>> absolute("/x/./y.wav")
+        '/x/y.wav'
+    """
+    path = os.fspath(path)
+    if not os.path.isabs(path):
+        path = os.path.join(working_folder() if cwd is None else cwd, path)
+    return os.path.normpath(path)

@@ -5,18 +5,23 @@ Endpoints:
 - ``GET /``: a web page to upload (or record) audio and see the three attributes with
   their uncertainty.
 - ``GET /health``: ``{"status": "ok", "bundle", "attributes", "feature_set", "dim",
-  "backend", "serdistill", "max_upload_bytes", "max_seconds"}``.
+  "backend", "serdistill", "max_upload_bytes", "max_seconds", "scale"}``.
 - ``POST /predict``: a multipart form with the audio in the field ``file`` (WAV, FLAC,
   OGG or MP3: what soundfile reads). Answers ``{"file", <attribute>..., <attribute>_std...,
-  "duration"}``: the students' mean, their std (the uncertainty) and the duration in seconds.
+  "duration", "scale", "clipped"}``: the students' mean, their std (the uncertainty), the
+  duration in seconds, the label scale ``[low, high]`` the bundle was trained on, and
+  ``"clipped": false``: predictions are never clipped to the scale, so a value outside it
+  says the model is extrapolating.
 
 Bad input gets a 4xx answer ``{"detail": message, "kind": kind}``, never a 500, and the
 service goes on: 400 (``empty``, ``bad_request``: no file, a broken form), 413
 (``too_large``: more than ``max_upload_bytes``), 415 (``unsupported_type``: not
 multipart or not an audio content type; ``unreadable``: not decodable audio), 422
 (``too_long``: more than ``max_seconds`` of audio; ``too_short``, ``silent``,
-``truncated``, ``nonfinite_samples``, ``nonfinite_features``, ``failed``: the checks of
-:mod:`serdistill.audio`, as ``serdistill predict`` applies them).
+``no_speech``, ``truncated``, ``nonfinite_samples``, ``nonfinite_features``, ``failed``:
+the checks of :mod:`serdistill.audio`, as ``serdistill predict`` applies them). A model
+that gives non-finite numbers (a damaged bundle) is a 500 ``model_error`` with a message,
+never a number that is not one.
 
 An upload is written to a temporary file, checked and passed through the same
 :class:`serdistill.features.FeatureExtractor` as ``serdistill predict`` (no cache), in a
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from serdistill import __version__
+from serdistill.audio import MIN_LEVEL
 from serdistill.errors import BundleError
 from serdistill.export import MissingDependency, require
 
@@ -82,7 +88,9 @@ class Predictor:
         X = np.ascontiguousarray(X, dtype=np.float32)
         if self.session is not None:
             mean, std = self.session.run(None, {"features": X})
-            return np.asarray(mean), np.asarray(std)
+            mean, std = np.asarray(mean), np.asarray(std)
+            self.bundle.check_outputs(mean, std)  # BundleError: a broken model, answered 500 model_error
+            return mean, std
         with self._lock:
             return self.bundle.predict_features(X)
 
@@ -122,7 +130,8 @@ def _multipart_installed() -> bool:
 
 
 def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 20 * 1024 * 1024,
-               max_seconds: float = 60.0, backend: str = "auto"):
+               max_seconds: float = 60.0, backend: str = "auto", allow_truncated: bool = False,
+               min_level: float | None = MIN_LEVEL):
     """The FastAPI application serving ``bundle_path`` (loaded and prepared now, not per request).
 
     Args:
@@ -130,6 +139,9 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         max_upload_bytes: the largest accepted upload (larger: 413).
         max_seconds: the longest accepted audio, in seconds (longer: 422).
         backend: ``auto`` (onnxruntime when installed, else torch), ``onnx`` or ``torch``.
+        allow_truncated, min_level: the audio checks, as for
+            :class:`serdistill.features.FeatureExtractor` (``min_level`` rejects uploads
+            without speech: 422 ``no_speech``).
 
     Raises:
         MissingDependency: fastapi or python-multipart is not installed.
@@ -156,13 +168,15 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
     bundle.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set),
                           source="this installation")
     predictor = make_predictor(bundle, backend)
+    scale = bundle.label_range
     extractors = threading.local()
 
     def extractor():
         from serdistill.features import FeatureExtractor
 
         if not hasattr(extractors, "one"):  # one per thread: an extractor keeps state per call
-            extractors.one = FeatureExtractor(feature_set, cache_dir=None, num_workers=1, verbose=False)
+            extractors.one = FeatureExtractor(feature_set, cache_dir=None, num_workers=1, verbose=False,
+                                              allow_truncated=allow_truncated, min_level=min_level)
         return extractors.one
 
     def analyse(data: bytes, name: str) -> dict[str, Any]:
@@ -202,6 +216,7 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         for j, attribute in enumerate(bundle.attributes):
             out[f"{attribute}_std"] = float(std[0, j])
         out["duration"] = duration
+        out["scale"], out["clipped"] = list(scale), False
         return out
 
     app = FastAPI(title="serdistill", version=__version__,
@@ -211,6 +226,11 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
     @app.exception_handler(RequestRejected)
     async def _rejected(request: Request, err: RequestRejected):
         return JSONResponse({"detail": err.detail, "kind": err.kind}, status_code=err.status)
+
+    @app.exception_handler(BundleError)
+    async def _broken_model(request: Request, err: BundleError):  # the service's fault, said plainly
+        logger.error("%s", err)
+        return JSONResponse({"detail": str(err), "kind": "model_error"}, status_code=500)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):  # pragma: no cover - a bug, not bad input
@@ -222,7 +242,8 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
     async def health() -> dict[str, Any]:
         return {"status": "ok", "bundle": str(bundle.path), "attributes": bundle.attributes,
                 "feature_set": bundle.feature_set, "dim": bundle.dim, "backend": predictor.backend,
-                "serdistill": __version__, "max_upload_bytes": max_upload_bytes, "max_seconds": max_seconds}
+                "serdistill": __version__, "max_upload_bytes": max_upload_bytes, "max_seconds": max_seconds,
+                "scale": list(scale)}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
@@ -281,12 +302,13 @@ def _page() -> str:
 
 def run(bundle_path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
         max_upload_bytes: int = 20 * 1024 * 1024, max_seconds: float = 60.0, backend: str = "auto",
-        log_level: str = "info") -> None:
+        log_level: str = "info", allow_truncated: bool = False, min_level: float | None = MIN_LEVEL) -> None:
     """Serve ``bundle_path`` with uvicorn until interrupted."""
     require("uvicorn")
     import uvicorn
 
-    app = create_app(bundle_path, max_upload_bytes=max_upload_bytes, max_seconds=max_seconds, backend=backend)
+    app = create_app(bundle_path, max_upload_bytes=max_upload_bytes, max_seconds=max_seconds, backend=backend,
+                     allow_truncated=allow_truncated, min_level=min_level)
     logger.info("Serving %s (%s) on http://%s:%d", app.state.bundle.path, app.state.predictor.backend, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

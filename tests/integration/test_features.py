@@ -1,6 +1,7 @@
 """Feature extraction on real EmoDB audio: reference values, checks, cache, workers, CLI."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def test_table_is_float32_indexed_by_absolute_path_in_input_order(
     order = [3, 0, 5, 1]
     table = _extractor().process_files([real[i].name for i in order])  # relative paths
     assert table.index.name == "file"
-    assert table.index.tolist() == [str(real[i]) for i in order]
+    # relative paths join the working folder as the OS reports it (os.getcwd(): symlinks resolved)
+    assert table.index.tolist() == [os.path.join(os.getcwd(), real[i].name) for i in order]
     assert (table.dtypes == np.float32).all()
     assert table.columns.tolist() == feature_names("compare")
     assert table.shape[1] == FeatureSet.ComParE_2016.dim == 6373
@@ -283,7 +285,7 @@ def test_run_stopped_by_a_bad_file_keeps_the_files_before_it(real: list[Path], t
 def test_damaged_cache_entry_is_a_miss(real: list[Path], reference: np.ndarray, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     _extractor(cache_dir=cache).process_files(real[:1])
-    (entry,) = (cache).glob("*/??/*.npy")
+    (entry,) = (cache).glob("*/??/*.sdf")
     entry.write_bytes(entry.read_bytes()[:100])
     extractor = _extractor(cache_dir=cache)
     np.testing.assert_array_equal(extractor.process_files(real[:1]).to_numpy(), reference[:1])

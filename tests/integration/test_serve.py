@@ -15,43 +15,17 @@ sf = pytest.importorskip("soundfile")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from serdistill.bundle import load_bundle, save_bundle  # noqa: E402
-from serdistill.config import Config  # noqa: E402
-from serdistill.ensemble import TSModel  # noqa: E402
-from serdistill.features import FeatureSet, feature_names, feature_settings  # noqa: E402
-from serdistill.normalise import Normaliser  # noqa: E402
+from toy import compare_bundle  # noqa: E402
+
+from serdistill.bundle import load_bundle  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 MAX_BYTES = 1_000_000
 MAX_SECONDS = 4.0
-TINY = {
-    "seed": 2,
-    "train": {"batch_size": 16},
-    "baseline": {"enabled": False, "hidden": [8], "epochs": 1},
-    "teacher": {"hidden": [8, 8], "dropouts": [0.4, 0.5, 0.6], "epochs": 2},
-    "mc": {"passes": 3},
-    "student": {"hidden": [8], "epochs": 2, "alphas": [0.5], "betas": [0.5]},
-    "unlabelled": {"source": "none"},
-}
-
-
-def tiny_compare_bundle(folder: Path) -> Path:
-    """A bundle on ComParE_2016's 6,373 features, trained in seconds on random features."""
-    fs = FeatureSet.ComParE_2016
-    rng = np.random.default_rng(4)
-    X_raw = rng.lognormal(mean=0.0, sigma=2.0, size=(64, fs.dim)).astype(np.float32)
-    y = (4 + np.log(X_raw[:, :3]) / 2).astype(np.float32)
-    normaliser = Normaliser().fit(X_raw[:48])
-    X = normaliser.transform(X_raw)
-    model = TSModel(Config.from_dict(TINY)).fit(X[:48], y[:48], X[48:], y[48:])
-    features = {"feature_set": fs.value, "dim": fs.dim, "settings": feature_settings(fs), "names": feature_names(fs)}
-    return save_bundle(folder / "compare.bundle", model, normaliser, features)
-
-
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory) -> Path:
-    return tiny_compare_bundle(tmp_path_factory.mktemp("serve"))
+    return compare_bundle(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn")
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 
-from test_serve import tiny_compare_bundle  # noqa: E402  (tests/integration is on sys.path under pytest)
+from toy import compare_bundle  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def server_url(tmp_path_factory):
     """The real service (uvicorn in a thread on a free loopback port) serving a tiny ComParE bundle."""
     from server import serving
 
-    with serving(tiny_compare_bundle(tmp_path_factory.mktemp("web"))) as url:
+    with serving(compare_bundle(tmp_path_factory.mktemp("web"))) as url:
         yield url
 
 

@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 
 from serdistill import bundle as bundle_module
-from serdistill.bundle import FILES, Bundle, VersionWarning, load_bundle, save_bundle, version_differences
+from serdistill.bundle import (
+    FILES,
+    Bundle,
+    VersionWarning,
+    file_sha256,
+    load_bundle,
+    save_bundle,
+    version_differences,
+)
 from serdistill.config import Config
 from serdistill.ensemble import TSModel
 from serdistill.errors import BundleError
@@ -235,7 +243,7 @@ def toy_corpus(tmp_path: Path) -> tuple[Path, Path]:
         path.touch()
         files.append(str(path))
     X = rng.normal(size=(60, D)).astype(np.float32)
-    labels = 4 + X[:, :3] + rng.normal(scale=0.2, size=(60, 3))
+    labels = np.clip(4 + X[:, :3] + rng.normal(scale=0.2, size=(60, 3)), 1, 7)  # the 1..7 scale
     manifest = pd.DataFrame({"file": files, "speaker": [f"s{i // 6}" for i in range(60)],
                              "split": ["train"] * 36 + ["development"] * 12 + ["test"] * 12,
                              "arousal": labels[:, 0], "valence": labels[:, 1], "dominance": labels[:, 2]})
@@ -325,12 +333,16 @@ def test_a_bundle_has_the_usual_permissions(saved: Path) -> None:
 
 
 def _edit(bundle: Path, name: str, change) -> None:
-    """Change one JSON file of a bundle and record its new size, as a save would."""
+    """Change one JSON file of a bundle and record its new size and checksum, as a save would."""
     data = json.loads((bundle / name).read_text())
     change(data)
     (bundle / name).write_text(json.dumps(data))
+    _record(bundle, name)
+
+
+def _record(bundle: Path, name: str) -> None:
     info = json.loads((bundle / "bundle.json").read_text())
-    info["files"][name]["bytes"] = (bundle / name).stat().st_size
+    info["files"][name] = {"bytes": (bundle / name).stat().st_size, "sha256": file_sha256(bundle / name)}
     (bundle / "bundle.json").write_text(json.dumps(info))
 
 
@@ -349,11 +361,11 @@ def test_a_bundle_trained_on_cuda_runs_on_the_cpu_without_cuda(saved: Path, fitt
         load_bundle(saved, device="cuda")
 
 
-def test_a_hand_edited_config_toml_warns_that_model_json_rules(saved: Path) -> None:
+def test_a_hand_edited_config_toml_is_refused_and_model_json_rules_when_recorded(saved: Path) -> None:
     text = (saved / "config.toml").read_text().replace("seed = 1", "seed = 5")
     (saved / "config.toml").write_text(text)
-    info = json.loads((saved / "bundle.json").read_text())
-    info["files"]["config.toml"]["bytes"] = (saved / "config.toml").stat().st_size
-    (saved / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match="config.toml does not match the SHA-256"):
+        load_bundle(saved)
+    _record(saved, "config.toml")  # the edit recorded in bundle.json: the file is what the bundle says
     with pytest.warns(UserWarning, match="differs from the config in model.json"):
         assert load_bundle(saved).config.seed == 1

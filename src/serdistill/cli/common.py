@@ -21,6 +21,84 @@ def positive_int(text: str) -> int:
     return value
 
 
+def level(text: str) -> float | None:
+    """A level in dBFS (<= 0), or ``off`` for none."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level in dBFS such as -60, or 'off'; got {text!r}") from None
+    if not value <= 0:
+        raise argparse.ArgumentTypeError(f"a level in dBFS is at most 0; got {text}")
+    return value
+
+
+def add_audio_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--allow-truncated`` and ``--min-level``: the audio checks a user may relax."""
+    from serdistill.audio import MIN_LEVEL
+
+    parser.add_argument("--allow-truncated", action="store_true",
+                        help="use WAV files whose header declares more audio than they hold (default: reject)")
+    parser.add_argument("--min-level", type=level, default=MIN_LEVEL, metavar="DBFS",
+                        help=f"reject audio whose level is below this as no_speech: dither, DC offsets, room "
+                             f"tone (default: {MIN_LEVEL:g}; 'off' checks nothing)")
+
+
+def output_file(path: str) -> str:
+    """Check, before any work, that ``-o`` can name a file: not a folder, in a folder that exists or can be made.
+
+    Raises:
+        SerdistillError: ``path`` is an existing folder, or its parent is a file.
+    """
+    from pathlib import Path
+
+    from serdistill.errors import SerdistillError
+
+    if path == "-":
+        return path
+    target = Path(path)
+    if target.is_dir():
+        raise SerdistillError(f"The output {path} is a folder; expected a file name, e.g. "
+                              f"{target / 'predictions.csv'}.")
+    for parent in target.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SerdistillError(f"The output {path} cannot be written: {parent} is a file, not a folder.")
+            break
+    return path
+
+
+def add_label_arguments(parser: argparse.ArgumentParser, *, scale_default: str = "1,7") -> None:
+    """``--label-range`` and ``--out-of-range``: the labels' scale, and what to do with labels outside it."""
+    from serdistill.manifest import OUT_OF_RANGE
+
+    parser.add_argument("--label-range", type=_label_range, metavar="LO,HI",
+                        help=f"the scale the manifest's labels are on (default: {scale_default})")
+    parser.add_argument("--out-of-range", choices=OUT_OF_RANGE, default="error",
+                        help="a label outside the scale: error (default: stop before any work, naming the "
+                             "files and values), warn (report and keep it), clip (report and clip it onto "
+                             "the scale)")
+
+
+def _label_range(text: str) -> tuple[float, float]:
+    from serdistill.errors import ManifestError
+    from serdistill.manifest import parse_label_range
+
+    try:
+        return parse_label_range(text)
+    except ManifestError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def label_options(args: argparse.Namespace, default: tuple[float, float] | None = None) -> dict:
+    """``label_range`` and ``out_of_range`` for :func:`serdistill.dataset.load_dataset` from the arguments."""
+    from serdistill.manifest import DEFAULT_LABEL_RANGE
+
+    chosen = getattr(args, "label_range", None) or default or DEFAULT_LABEL_RANGE
+    return {"label_range": tuple(chosen), "out_of_range": getattr(args, "out_of_range", "error")}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config``, ``--set`` and ``--device``."""
     parser.add_argument("--config", default="default", metavar="CONFIG",
@@ -34,7 +112,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--features``, ``--feature-set``, ``--workers`` and ``--cache-dir``."""
+    """``--features``, ``--feature-set``, ``--workers``, ``--cache-dir``, ``--label-range`` and ``--out-of-range``."""
     parser.add_argument("--features", metavar="PARQUET",
                         help="features from 'serdistill extract' (default: extract now, through the cache)")
     parser.add_argument("--feature-set", default="compare", choices=["compare", "egemaps"],
@@ -46,6 +124,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                              f"available, here {workers})")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
+    add_label_arguments(parser)
 
 
 def load_config_from_args(args: argparse.Namespace, overrides: Sequence[str] | None = None):
@@ -69,7 +148,7 @@ def load_data_from_args(args: argparse.Namespace, *, require_train: bool = True,
 
     return load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
                         cache_dir=args.cache_dir, workers=args.workers, require_train=require_train,
-                        engine=extraction_engine(engine))
+                        engine=extraction_engine(engine), **label_options(args))
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, *, training: bool = True) -> None:

@@ -31,7 +31,7 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command."""
-    from serdistill.cli.common import default_workers, positive_int
+    from serdistill.cli.common import add_label_arguments, default_workers, positive_int
 
     parser = subparsers.add_parser(
         "evaluate", help="CCC of a bundle's students, teachers and baseline on a manifest split",
@@ -48,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"feature extraction processes (default: the CPUs available, here {workers})")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
+    add_label_arguments(parser, scale_default="the bundle's, 1,7 unless trained with --label-range")
     parser.add_argument("--device", metavar="D", help="cpu, cuda or cuda:N (default: the bundle's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -56,13 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Score the split, print a table, write the JSON."""
     from serdistill.bundle import load_bundle
+    from serdistill.cli.common import label_options, output_file
     from serdistill.dataset import load_dataset
     from serdistill.errors import ManifestError
     from serdistill.io import write_json
     from serdistill.manifest import read_manifest
 
+    if args.json:
+        output_file(args.json)
     bundle = load_bundle(args.bundle, device=args.device)
-    manifest = read_manifest(args.manifest, require_train=False)
+    manifest = read_manifest(args.manifest, require_train=False, **label_options(args, bundle.label_range))
     rows = manifest.split(args.split)  # ManifestError naming the splits there are
     data = load_dataset(rows, features=args.features, feature_set=_extractable(bundle.feature_set),
                         cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet,

@@ -10,8 +10,8 @@ Extract openSMILE functionals (ComParE_2016, 6,373 values, by default) of every 
 file listed in MANIFEST and write them as a float32 Parquet table indexed by file path.
 
 Each file is read, mixed to mono, resampled to 16 kHz and checked first. Files that are
-unreadable, truncated, shorter than --min-duration, silent, or that give NaN features
-are rejected: logged, listed in OUTPUT.rejected.csv (file, kind, reason), and left out
+unreadable, truncated, shorter than --min-duration, silent, without speech (a level
+below --min-level: dither, a DC offset), or that give NaN features are rejected: logged, listed in OUTPUT.rejected.csv (file, kind, reason), and left out
 of OUTPUT (--on-error skip), or the run stops at the first one (--on-error raise).
 
 Features are cached by the content of each file and the feature settings, so a rerun,
@@ -64,10 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-duration", type=_seconds, default=0.1, metavar="SECONDS",
                         help="reject files with less audio than this (default: 0.1; openSMILE gives only "
                              "NaN up to about 0.05)")
-    parser.add_argument("--allow-truncated", action="store_true",
-                        help="use WAV files whose header declares more audio than they hold (default: reject)")
+    from serdistill.cli.common import add_audio_check_arguments, add_engine_arguments
+
+    add_audio_check_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    from serdistill.cli.common import add_engine_arguments
 
     add_engine_arguments(parser, training=False)
     parser.set_defaults(func=run)
@@ -85,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from serdistill.manifest import read_manifest
 
-    manifest = read_manifest(args.manifest, require_train=False)
+    from serdistill.cli.common import output_file
+
+    output_file(args.output)
+    manifest = read_manifest(args.manifest, require_train=False, label_range=None)
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     feature_set = FeatureSet(args.feature_set)
     rejected_csv = rejections_path(args.output)
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             on_error=args.on_error,
             min_duration=args.min_duration,
             allow_truncated=args.allow_truncated,
+            min_level=args.min_level,
             verbose=not args.quiet,
         )
     except AudioError as err:

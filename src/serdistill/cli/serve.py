@@ -7,9 +7,10 @@ DESCRIPTION = """\
 Serve a bundle over HTTP (FastAPI + uvicorn): GET / is a web page to upload or record
 audio; GET /health describes the service; POST /predict takes a multipart upload in the
 field 'file' (WAV, FLAC, OGG or MP3) and answers JSON with arousal, valence, dominance,
-their std over the students (<attribute>_std) and the duration in seconds. Bad input
-(empty, not audio, too large, too long, too short, silent) gets a 4xx JSON answer
-{"detail", "kind"}. The model runs with onnxruntime when installed (exported in memory at
+their std over the students (<attribute>_std), the duration in seconds, the label scale
+the bundle was trained on ("scale") and "clipped": false (predictions are not clipped to
+the scale). Bad input (empty, not audio, too large, too long, too short, silent, no
+speech) gets a 4xx JSON answer {"detail", "kind"}. The model runs with onnxruntime when installed (exported in memory at
 start-up), else torch. Needs: pip install 'serdistill[serve]'."""
 
 EPILOG = """\
@@ -40,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="longest accepted audio in seconds (default: 60)")
     parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
                         help="run the model with onnxruntime or torch (default: auto, onnxruntime when installed)")
+    from serdistill.cli.common import add_audio_check_arguments
+
+    add_audio_check_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -49,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
     require("fastapi", "uvicorn")
     serve(args.bundle, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-          max_seconds=args.max_seconds, backend=args.backend, log_level="debug" if args.verbose else "info")
+          max_seconds=args.max_seconds, backend=args.backend, log_level="debug" if args.verbose else "info",
+          allow_truncated=args.allow_truncated, min_level=args.min_level)
     return 0

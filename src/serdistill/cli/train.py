@@ -86,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
     import shutil
 
     from serdistill.bundle import check_target, save_bundle
-    from serdistill.cli.common import engine_from_args, extraction_engine, load_config_from_args
+    from serdistill.cli.common import engine_from_args, extraction_engine, label_options, load_config_from_args
     from serdistill.dataset import describe_features, load_dataset
     from serdistill.ensemble import TSModel
 
@@ -103,7 +103,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         data = load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
                             cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet,
-                            engine=extraction_engine(engine))
+                            engine=extraction_engine(engine), **label_options(args))
         arrays = _arrays(data, config, args.manifest)
         _check_run(folder, config, arrays)
         model = TSModel(config, on_epoch=progress, checkpoint_dir=folder, engine=engine)
@@ -120,7 +120,8 @@ def _train(args: argparse.Namespace) -> int:
                       "train": len(arrays["X"]), "development": len(arrays["X_dev"]),
                       "unlabelled": 0 if arrays["X_unlabelled"] is None else len(arrays["X_unlabelled"])},
              "train_seconds": seconds}
-    save_bundle(output, model, arrays["normaliser"], describe_features(data), extra=extra)
+    save_bundle(output, model, arrays["normaliser"], describe_features(data), extra=extra,
+                label_range=data.manifest.label_range)
     shutil.rmtree(folder, ignore_errors=True)
     print(summary(model, output, seconds))
     return 0
