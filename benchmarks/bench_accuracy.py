@@ -19,7 +19,6 @@ from pathlib import Path
 
 from benchmarks import Skip
 
-REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("baseline", "ridge", "svr", "teachers", "ts_test", "abl_u0_mc1_n5")
 
 
@@ -37,12 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def emodb_root() -> Path:
-    """The embedded EmoDB copy, else the shared one."""
-    for root in (REPO / "data" / "emodb",
-                 Path(os.environ.get("SERDISTILL_SHARED_DATA", REPO.parent / "shared" / "data")) / "emodb"):
-        if (root / "audio").is_dir():
-            return root
-    raise Skip("EmoDB not found (data/emodb, or ../shared/data/emodb; set SERDISTILL_SHARED_DATA)")
+    """The EmoDB copy shipped with serdistill."""
+    from serdistill.corpora.emodb import default_root
+
+    root = default_root()
+    if not (root / "audio").is_dir():
+        raise Skip(f"EmoDB not found at {root} (it ships inside the package: reinstall serdistill)")
+    return root
 
 
 def run(args: argparse.Namespace) -> list[dict]:

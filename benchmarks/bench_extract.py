@@ -37,17 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--extract-files", type=int, default=0, metavar="N",
                        help="use the first N EmoDB files (default: all 535, about a minute)")
     group.add_argument("--extract-data", type=Path, metavar="DIR",
-                       help="EmoDB folder (default: $SERDISTILL_SHARED_DATA/emodb or ../shared/data/emodb)")
+                       help="EmoDB folder (default: the copy shipped with serdistill)")
 
 
 def _emodb(args: argparse.Namespace) -> list[str]:
     root = getattr(args, "extract_data", None)
     if root is None:
-        shared = os.environ.get("SERDISTILL_SHARED_DATA")
-        root = Path(shared) / "emodb" if shared else Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"
+        from benchmarks.bench_accuracy import emodb_root
+
+        root = emodb_root()
     files = sorted(str(f) for f in (Path(root) / "audio").glob("*.flac"))
     if not files:
-        raise Skip(f"no EmoDB audio at {root}/audio; set SERDISTILL_SHARED_DATA or pass --extract-data DIR")
+        raise Skip(f"no EmoDB audio at {root}/audio; pass --extract-data DIR")
     count = getattr(args, "extract_files", 0) or len(files)
     return files[:count]
 

@@ -1,23 +1,19 @@
-"""Shared fixtures: the real corpora in ../shared/data, fixed seeds."""
+"""Shared fixtures: the real EmoDB audio shipped with serdistill, fixed seeds."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SERDISTILL_SHARED_DATA", REPO.parent / "shared" / "data"))
-EMODB = SHARED_DATA / "emodb"
-
-
 @pytest.fixture(scope="session")
 def emodb_root() -> Path:
-    """The real EmoDB copy in ../shared/data/emodb; tests that need it skip when it is absent."""
-    if not (EMODB / "audio").is_dir():
-        pytest.skip(f"EmoDB not found at {EMODB} (set SERDISTILL_SHARED_DATA to the shared data folder)")
-    return EMODB
+    """The real EmoDB copy shipped inside the package (serdistill/data/emodb)."""
+    from serdistill.corpora.emodb import default_root
+
+    root = default_root()
+    assert (root / "audio").is_dir(), f"EmoDB should ship with serdistill at {root}"
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ Examples:
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib.metadata
@@ -63,6 +64,8 @@ FILES: tuple[str, ...] = ("bundle.json", *MODEL_FILES, "normaliser.json", "confi
 """Every file a bundle holds."""
 
 _KIND = "serdistill-bundle"
+SEGMENT_BATCH = 256
+"""Segments whose features are extracted and predicted at a time by :meth:`Bundle.predict_segments`."""
 _SETTINGS_CHECKED = ("feature_level", "sampling_rate", "feature_code_version")
 
 
@@ -428,19 +431,8 @@ class Bundle:
             accepted file in input order; and the :class:`serdistill.audio.Rejection` of every
             file that could not be used (unreadable, too short, silent, ...).
         """
-        from serdistill.features import FeatureExtractor, FeatureSet, feature_settings
-
-        try:
-            feature_set = FeatureSet(self.feature_set)
-        except ValueError:
-            raise BundleError(
-                f"Bundle {self.path} was trained on features {self.feature_set!r}, which serdistill cannot "
-                "extract from audio; predict from a feature table with predict_features instead."
-            ) from None
-        self.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set),
-                            source="this installation")
-        extractor = FeatureExtractor(feature_set, cache_dir=cache_dir, num_workers=workers, verbose=verbose,
-                                     allow_truncated=allow_truncated, min_level=min_level)
+        extractor = self._extractor(cache_dir=cache_dir, num_workers=workers, verbose=verbose,
+                                    allow_truncated=allow_truncated, min_level=min_level)
         table = extractor.process_files(files)
         columns = ["file", *self.attributes, *(f"{a}_std" for a in self.attributes), "duration"]
         if len(table) == 0:
@@ -453,6 +445,89 @@ class Bundle:
             frame[f"{attribute}_std"] = std[:, j]
         frame["duration"] = [_duration(f) for f in frame["file"]]
         return frame[columns], list(extractor.rejected)
+
+    def predict_segments(self, files: Sequence[PathLike], *, options: Any = None, workers: int = 1,
+                         verbose: bool = False, allow_truncated: bool = False,
+                         min_level: float | None = MIN_LEVEL) -> tuple[pd.DataFrame, list[Any]]:
+        """Find the speech segments of audio files (:mod:`serdistill.segments`) and predict each.
+
+        Each file is streamed through the voice-activity detector, never held whole; each
+        segment is then read, checked and extracted on its own, as if it were a file.
+
+        Args:
+            files: audio files (any length).
+            options: a :class:`serdistill.segments.SegmentOptions` (default: 1..10 s segments).
+            workers: extraction processes.
+            verbose: progress bars.
+            allow_truncated, min_level: the audio checks, as for :meth:`predict_files`.
+
+        Returns:
+            A table with the columns ``file``, ``start``, ``end`` (seconds), one per attribute and
+            ``<attribute>_std``, one row per segment in file and time order; and the
+            :class:`serdistill.audio.Rejection` of every file (unreadable, truncated, no speech)
+            or segment (too quiet, ...) that could not be used.
+        """
+        from tqdm.auto import tqdm
+
+        from serdistill.audio import RejectedAudio
+        from serdistill.io import absolute
+        from serdistill.segments import VoiceActivity, find_segments
+
+        extractor = self._extractor(cache_dir=None, num_workers=workers, verbose=verbose,
+                                    allow_truncated=allow_truncated, min_level=min_level)
+        vad = VoiceActivity()
+        items: list[tuple[str, float, float]] = []
+        rejected: list[Any] = []
+        for file in tqdm([absolute(f) for f in files], desc="finding speech", unit="file", disable=not verbose,
+                         leave=False):
+            try:
+                segments = find_segments(file, options, vad, allow_truncated=allow_truncated)
+            except RejectedAudio as err:
+                logger.warning("Rejected %s: %s", file, err.rejection.reason)
+                rejected.append(err.rejection)
+                continue
+            items += [(file, segment.start, segment.end) for segment in segments]
+        columns = ["file", "start", "end", *self.attributes, *(f"{a}_std" for a in self.attributes)]
+        kept: list[tuple[str, float, float]] = []
+        means, stds = [], []
+        for k in range(0, len(items), SEGMENT_BATCH):  # features of a batch at a time: memory stays flat
+            batch = items[k : k + SEGMENT_BATCH]
+            values, outcomes = extractor.process_segments(batch)
+            for (file, start, end), outcome in zip(batch, outcomes):
+                if outcome is not None:
+                    rejected.append(dataclasses.replace(outcome, reason=f"the segment {start:.2f}-{end:.2f} s "
+                                                                        f"{outcome.reason}"))
+            keep = np.array([o is None for o in outcomes], dtype=bool)
+            if keep.any():
+                mean, std = self.predict_features(values[keep])
+                means.append(mean)
+                stds.append(std)
+                kept += [item for item, ok in zip(batch, keep) if ok]
+        if not kept:
+            return pd.DataFrame(columns=columns), rejected
+        mean, std = np.concatenate(means), np.concatenate(stds)
+        frame = pd.DataFrame({"file": [f for f, _, _ in kept], "start": [a for _, a, _ in kept],
+                              "end": [b for _, _, b in kept]})
+        for j, attribute in enumerate(self.attributes):
+            frame[attribute] = mean[:, j]
+        for j, attribute in enumerate(self.attributes):
+            frame[f"{attribute}_std"] = std[:, j]
+        return frame[columns], rejected
+
+    def _extractor(self, **kwargs: Any) -> Any:
+        """A FeatureExtractor for this bundle's feature set (checked against this installation)."""
+        from serdistill.features import FeatureExtractor, FeatureSet, feature_settings
+
+        try:
+            feature_set = FeatureSet(self.feature_set)
+        except ValueError:
+            raise BundleError(
+                f"Bundle {self.path} was trained on features {self.feature_set!r}, which serdistill cannot "
+                "extract from audio; predict from a feature table with predict_features instead."
+            ) from None
+        self.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set),
+                            source="this installation")
+        return FeatureExtractor(feature_set, **kwargs)
 
     def _normalise(self, X_raw: Any) -> np.ndarray:
         X = np.asarray(X_raw)

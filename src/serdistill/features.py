@@ -30,7 +30,7 @@ import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -215,6 +215,29 @@ class _Engine:
         return _Outcome(None if rejection else features, duration, declared, rejection, level)
 
 
+    def process_segment(self, file: str, start: float, end: float) -> _Outcome:
+        """Features of the stretch ``start..end`` (seconds) of ``file``, read and checked on its own."""
+        from serdistill.segments import Segment, read_segment
+
+        try:
+            signal = read_segment(file, Segment(start, end))
+        except Exception as err:  # a body cut off mid-file: this segment cannot be read
+            return _Outcome(None, 0.0, 0.0, unreadable(file, err))
+        duration = len(signal) / SAMPLING_RATE
+        level = speech_level(signal)
+        rejection = check_audio(file, duration, duration, min_duration=self.min_duration, allow_truncated=True
+                                ) or check_signal(file, signal) or check_level(file, level, self.min_level)
+        if rejection is not None:
+            return _Outcome(None, duration, duration, rejection, level)
+        try:
+            features = self.extract(signal)
+        except Exception as err:
+            reason = f"openSMILE failed ({type(err).__name__}: {err}); check the file"
+            return _Outcome(None, duration, duration, Rejection(file, reason, "failed"), level)
+        rejection = check_features(file, features)
+        return _Outcome(None if rejection else features, duration, duration, rejection, level)
+
+
 _WORKER: _Engine | None = None
 
 
@@ -229,6 +252,11 @@ def _init_worker(feature_set: FeatureSet, min_duration: float, allow_truncated: 
 def _run_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, _Outcome]]:
     assert _WORKER is not None
     return [(job, _WORKER.process(file)) for job, file in chunk]
+
+
+def _run_segments(chunk: list[tuple[int, str, float, float]]) -> list[tuple[int, _Outcome]]:
+    assert _WORKER is not None
+    return [(job, _WORKER.process_segment(file, start, end)) for job, file, start, end in chunk]
 
 
 class FeatureExtractor:
@@ -302,6 +330,49 @@ class FeatureExtractor:
                                                and -math.inf < self.min_level <= 0):
             raise ConfigError(f"min_level must be a level in dBFS <= 0 (e.g. -60), or None; got {self.min_level!r}.")
         return feature_set
+
+    def process_segments(
+        self, segments: Sequence[tuple[PathLike, float, float]]
+    ) -> tuple[np.ndarray, list[Rejection | None]]:
+        """Features of stretches of files, ``(file, start, end)`` in seconds: each read on its own
+        (never the whole file), checked like a file, and extracted; not cached.
+
+        Returns:
+            The features, float32 (n, dim), in input order (rows of rejected stretches are
+            NaN), and for each stretch its :class:`Rejection` or None.
+        """
+        feature_set = self._validate()
+        values = np.full((len(segments), feature_set.dim), np.nan, np.float32)
+        outcomes: list[Rejection | None] = [None] * len(segments)
+        tasks = [(i, absolute(f), float(a), float(b)) for i, (f, a, b) in enumerate(segments)]
+        workers = min(self.num_workers, max(1, len(tasks) // 2))
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(tasks), unit="segment", desc=feature_set.value, mininterval=0.5,
+                  disable=not self.verbose, dynamic_ncols=True) as bar:
+            def receive(results: list[tuple[int, _Outcome]]) -> None:
+                for i, outcome in results:
+                    if outcome.rejection is None:
+                        values[i] = outcome.features
+                    else:
+                        outcomes[i] = outcome.rejection
+                    bar.update(1)
+
+            if workers <= 1:
+                key = (feature_set, self.min_duration, self.allow_truncated, self.min_level)
+                engine = self._engines.get(key) or self._engines.setdefault(key, _Engine(*key))
+                for i, file, start, end in tasks:
+                    receive([(i, engine.process_segment(file, start, end))])
+            else:
+                pool = _pool(feature_set, self, workers)
+                try:
+                    size = max(1, min(8, math.ceil(len(tasks) / (4 * workers))))
+                    futures = [pool.submit(_run_segments, tasks[k : k + size]) for k in range(0, len(tasks), size)]
+                    for future in as_completed(futures):
+                        receive(future.result())
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        return values, outcomes
 
     def process_files(self, files: Iterable[PathLike]) -> pd.DataFrame:
         """Features of ``files``: float32, indexed by absolute path, accepted files in input order.

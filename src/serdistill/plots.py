@@ -178,3 +178,30 @@ def plot_consistency(consistency: pd.DataFrame, path: str | os.PathLike[str]) ->
         ax.legend(fontsize=8)
     fig.suptitle("Consistency of predictions: std across teachers vs across students")
     return _save(fig, path)
+
+
+def timeline_plot(rows: pd.DataFrame, path: str | os.PathLike[str], *, title: str = "",
+                  label_range: tuple[float, float] = (1.0, 7.0)) -> Path:
+    """One file's segment predictions over time: a panel per attribute, the students' mean at
+    each segment's middle, a band of +-1 std (their disagreement), the label scale as limits.
+
+    Args:
+        rows: the segment rows of one file (``start``, ``end``, ``<attribute>`` and
+            ``<attribute>_std`` columns), as :meth:`serdistill.bundle.Bundle.predict_segments` gives.
+    """
+    attributes = [c for c in ("arousal", "valence", "dominance") if c in rows.columns]
+    fig = _figure(9.0, 1.6 + 1.5 * len(attributes))
+    axes = fig.subplots(len(attributes), 1, sharex=True, squeeze=False)[:, 0]
+    middle = ((rows["start"] + rows["end"]) / 2).to_numpy()
+    for ax, attribute in zip(axes, attributes):
+        mean, std = rows[attribute].to_numpy(), rows[f"{attribute}_std"].to_numpy()
+        for start, end, m, sd in zip(rows["start"], rows["end"], mean, std):  # each segment's own span
+            ax.fill_between([start, end], m - sd, m + sd, color="#4C72B0", alpha=0.25, linewidth=0)
+        ax.plot(middle, mean, color="#4C72B0", marker="o", markersize=2.5, linewidth=1.2)
+        ax.set_ylim(*label_range)
+        ax.set_ylabel(_title(attribute))
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time (s)")
+    if title:
+        axes[0].set_title(title)
+    return _save(fig, path)

@@ -1,4 +1,4 @@
-"""The EmoDB recipe on the real corpus in ../shared/data/emodb (skipped when absent)."""
+"""The EmoDB recipe on the real corpus shipped with serdistill."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""train, evaluate and predict on the real EmoDB audio in ../shared/data (skipped when absent).
+"""train, evaluate and predict on the real EmoDB audio shipped with serdistill.
 
 EmoDB is split by speaker (6 train, 2 development, 2 test speakers). The features are
 extracted once per module into a cache under the session's temporary folder; ``train``

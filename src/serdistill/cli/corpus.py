@@ -12,7 +12,8 @@ options by recipe:
   synthetic                 --seed, --split-proportions, --n-files, --num-workers
 
 examples:
-  serdistill corpus emodb ../shared/data/emodb -o emodb.csv
+  serdistill corpus emodb -o emodb.csv                        # the EmoDB copy shipped with serdistill
+  serdistill corpus emodb path/to/emodb -o emodb.csv
   serdistill corpus msp-podcast /data/MSP-Podcast -o msp.csv --paper-durations
   serdistill corpus synthetic demo/corpus -o demo/corpus/manifest.csv --n-files 240
 
@@ -34,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("name", metavar="NAME", choices=list(RECIPES), help=f"the recipe: {', '.join(RECIPES)}")
-    parser.add_argument("root", metavar="ROOT", help="the corpus folder (for synthetic: where to generate it)")
+    parser.add_argument("root", metavar="ROOT", nargs="?", default=None,
+                        help="the corpus folder (for synthetic: where to generate it); emodb without ROOT uses "
+                             "the copy shipped with serdistill")
     parser.add_argument("-o", "--output", required=True, metavar="CSV",
                         help="where to write the manifest (paths in it are relative to its folder)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the speaker split (default 0)")

@@ -24,11 +24,20 @@ outside it says the model is extrapolating, and a note on stderr counts them. Fi
 cannot be used (unreadable, truncated, shorter than 0.1 s, silent, no speech: a level
 below --min-level) are reported on stderr and listed in OUTPUT.rejected.csv (file, kind,
 reason), dangling and looping symlinks in folders included; they do not stop the run.
-The exit status is 0 when at least one file was predicted, 2 when none could be."""
+The exit status is 0 when at least one file was predicted, 2 when none could be.
+
+Long recordings (podcasts, calls, interviews): files longer than --segment-over seconds
+(default 30), or every file with --segments, are streamed through a voice-activity
+detector (Silero VAD, shipped inside its package) and cut into speech segments of 1 to 10 s
+(--segment-bounds); every segment is predicted, and OUTPUT gets the columns file, start,
+end (seconds), one per attribute and <attribute>_std, one row per segment (files predicted
+whole get start 0 and end = their duration). --plot DIR draws one PNG per segmented file:
+the three attributes over time with their uncertainty bands (needs matplotlib)."""
 
 EPILOG = """\
 examples:
   serdistill predict emodb.bundle recordings/ -o predictions.csv
+  serdistill predict emodb.bundle podcast.flac -o timeline.csv --plot plots/
   serdistill predict emodb.bundle a.wav b.flac -o - > predictions.csv
   serdistill predict emodb.bundle emodb/manifest.csv --split test -o test.csv --workers 2"""
 
@@ -46,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                         help="the CSV to write, or '-' for stdout")
     parser.add_argument("--split", metavar="NAME", help="for manifest inputs: only the files of this split")
+    parser.add_argument("--labels", action="store_true",
+                        help="for manifest inputs: add their labels beside the predictions (<attribute>_label)")
     parser.add_argument("--rejected", metavar="CSV",
                         help="where to list the rejected files (default: OUTPUT.rejected.csv; none for stdout)")
     workers = default_workers()
@@ -56,6 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     add_audio_check_arguments(parser)
+    segments = parser.add_argument_group("long recordings")
+    choice = segments.add_mutually_exclusive_group()
+    choice.add_argument("--segments", action="store_true", help="cut every file into speech segments")
+    choice.add_argument("--no-segments", action="store_true", help="predict every file whole, however long")
+    segments.add_argument("--segment-over", type=float, default=30.0, metavar="S",
+                          help="cut files longer than S seconds into speech segments (default: 30)")
+    segments.add_argument("--segment-bounds", default="1,10", metavar="MIN,MAX",
+                          help="shortest and longest segment in seconds (default: 1,10)")
+    segments.add_argument("--plot", metavar="DIR", help="one PNG per segmented file in DIR: the attributes over time")
     parser.add_argument("--device", metavar="D", help="cpu, cuda or cuda:N (default: the bundle's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -84,6 +104,74 @@ def collect_files(inputs: list[str], *, split: str | None = None) -> list[str]:
             files.append(str(path))
     cwd = working_folder()
     return list(dict.fromkeys(absolute(f, cwd) for f in files))
+
+
+def with_labels(table, inputs: list[str], attributes: list[str]):
+    """``table`` with ``<attribute>_label`` columns from the manifest CSVs among ``inputs`` (NaN elsewhere)."""
+    import numpy as np
+    import pandas as pd
+
+    from serdistill.io import absolute
+
+    labels: dict[str, list[float]] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.suffix.lower() != ".csv" or not path.is_file():
+            continue
+        frame = pd.read_csv(path, dtype={"file": str})
+        base = os.path.dirname(absolute(path))
+        for row in frame.itertuples(index=False):
+            labels[absolute(str(row.file).strip(), base)] = [float(getattr(row, a, np.nan)) for a in attributes]
+    values = np.array([labels.get(f, [np.nan] * len(attributes)) for f in table["file"]], dtype=float)
+    values = values.reshape(len(table), len(attributes))
+    table = table.copy()
+    for j, attribute in enumerate(attributes):
+        table.insert(table.columns.get_loc(attribute) + 1, f"{attribute}_label", values[:, j])
+    return table
+
+
+def _duration(file: str) -> float:
+    """Seconds of audio a file's header declares (0 when it cannot be read: predicted whole, and rejected)."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(file).duration)
+    except Exception:
+        return 0.0
+
+
+def _segment_options(text: str):
+    from serdistill.errors import ConfigError
+    from serdistill.segments import SegmentOptions
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--segment-bounds is MIN,MAX in seconds (e.g. 1,10); got {text!r}.") from None
+    return SegmentOptions(min_seconds=low, max_seconds=high)
+
+
+def _merge(whole, timeline, files: list[str]):
+    """One table: segment rows, and rows of files predicted whole (start 0, end = duration), in input order."""
+    import pandas as pd
+
+    if whole is not None and len(whole):
+        whole = whole.rename(columns={"duration": "end"})
+        whole.insert(1, "start", 0.0)
+        timeline = pd.concat([whole[timeline.columns], timeline], ignore_index=True)
+    order = {f: i for i, f in enumerate(files)}
+    timeline = timeline.assign(_order=timeline["file"].map(order))
+    return timeline.sort_values(["_order", "start"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def plot_timelines(timeline, folder: str, *, label_range: tuple[float, float] = (1.0, 7.0)) -> list[Path]:
+    """One PNG per file of a segment table: each attribute over time, mean with a +-1 std band."""
+    from serdistill.plots import timeline_plot
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return [timeline_plot(rows, out / f"{Path(file).stem}.png", title=Path(file).name, label_range=label_range)
+            for file, rows in timeline.groupby("file", sort=False)]
 
 
 def _broken_link(path: Path) -> bool:
@@ -135,9 +223,21 @@ def run(args: argparse.Namespace) -> int:
         raise AudioError(f"No audio files found in {', '.join(args.inputs)} (looked for "
                          f"{' '.join(AUDIO_EXTENSIONS)} in folders); name files, folders or manifest CSVs.")
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    table, rejected = bundle.predict_files(files, cache_dir=cache_dir, workers=args.workers,
-                                           verbose=not args.quiet, allow_truncated=args.allow_truncated,
-                                           min_level=args.min_level)
+    options = _segment_options(args.segment_bounds)
+    long = set() if args.no_segments else set(files) if args.segments else {
+        f for f in files if _duration(f) > args.segment_over}
+    checks = {"allow_truncated": args.allow_truncated, "min_level": args.min_level}
+    whole = [f for f in files if f not in long]
+    table, rejected = bundle.predict_files(whole, cache_dir=cache_dir, workers=args.workers,
+                                           verbose=not args.quiet, **checks) if whole else (None, [])
+    if long:
+        timeline, more = bundle.predict_segments([f for f in files if f in long], options=options,
+                                                 workers=args.workers, verbose=not args.quiet, **checks)
+        table = _merge(table, timeline, files)
+        rejected = rejected + more
+        if args.plot:
+            for path in plot_timelines(timeline, args.plot, label_range=bundle.label_range):
+                print(f"Plotted {path}", file=sys.stderr)
     to_stdout = args.output == "-"
     rejected_csv = args.rejected or (None if to_stdout else rejections_path(args.output))
     if rejected_csv is not None:
@@ -151,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
         raise AudioError(f"None of the {len(files)} file(s) could be used (all rejected"
                          + (f"; see {rejected_csv}" if rejected_csv else "") + "); nothing was written. "
                          "Check that they are speech recordings of at least 0.1 s.")
+    if args.labels:
+        table = with_labels(table, args.inputs, bundle.attributes)
     outside = bundle.outside_scale(table)
     if outside:
         low, high = bundle.label_range
@@ -162,6 +264,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         with atomic_path(args.output) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
-        print(f"Predicted {len(table)} of {len(files)} file(s) with {bundle.path}; wrote {args.output}",
-              file=sys.stderr)
+        what = f"{len(table)} segment(s) of" if long else f"{len(table)} of"
+        print(f"Predicted {what} {len(files)} file(s) with {bundle.path}; wrote {args.output}", file=sys.stderr)
     return 0

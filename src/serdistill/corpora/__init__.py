@@ -1,7 +1,7 @@
 """Corpus recipes: each turns a corpus folder into a validated :class:`~serdistill.manifest.Manifest`.
 
     >>> from serdistill.corpora import build_manifest
-    >>> manifest = build_manifest("emodb", "../shared/data/emodb", seed=0)  # doctest: +SKIP
+    >>> manifest = build_manifest("emodb", seed=0)  # doctest: +SKIP
     >>> manifest.write("emodb.csv")  # doctest: +SKIP
 """
 from __future__ import annotations

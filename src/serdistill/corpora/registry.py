@@ -22,6 +22,7 @@ class Recipe:
         layout: what ROOT must hold.
         module: the module whose ``build(root, **options)`` makes the manifest.
         options: the keyword options ``build`` accepts.
+        embedded: whether a copy ships with serdistill (``build(None)`` uses it).
     """
 
     name: str
@@ -29,9 +30,13 @@ class Recipe:
     layout: str
     module: str
     options: frozenset[str]
+    embedded: bool = False
 
-    def build(self, root: str | os.PathLike[str], **options: Any) -> Manifest:
-        """Run the recipe (imports its module on first use)."""
+    def build(self, root: str | os.PathLike[str] | None, **options: Any) -> Manifest:
+        """Run the recipe (imports its module on first use); ``root=None``: the embedded copy."""
+        if root is None and not self.embedded:
+            raise CorpusError(f"The {self.name} recipe needs ROOT, the corpus folder ({self.layout}); "
+                              "only emodb ships with serdistill.")
         return importlib.import_module(self.module).build(root, **options)
 
 
@@ -43,7 +48,7 @@ RECIPES: dict[str, Recipe] = {
                "serdistill.corpora.msp_podcast", frozenset({"min_duration", "max_duration"})),
         Recipe("emodb", "EmoDB (German, 10 speakers, 7 emotions): targets derived from word norms",
                "audio/SSTTTEV.flac (e.g. 03a01Fa.flac), optional ratings.tsv",
-               "serdistill.corpora.emodb", _CATEGORICAL),
+               "serdistill.corpora.emodb", _CATEGORICAL, embedded=True),
         Recipe("ravdess", "RAVDESS speech (24 actors, 8 emotions x 2 intensities): derived targets",
                "03-01-EE-II-SS-RR-AA.wav anywhere below ROOT (other modalities skipped)",
                "serdistill.corpora.ravdess", _CATEGORICAL),
@@ -58,12 +63,12 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def build_manifest(name: str, root: str | os.PathLike[str], **options: Any) -> Manifest:
+def build_manifest(name: str, root: str | os.PathLike[str] | None = None, **options: Any) -> Manifest:
     """Build the validated manifest of corpus ``name`` found in (or, for synthetic, made in) ``root``.
 
     Args:
         name: a key of :data:`RECIPES`.
-        root: the corpus folder.
+        root: the corpus folder; None for the copy shipped with serdistill (EmoDB only).
         **options: recipe options: ``seed``, ``proportions`` (train, development, test
             shares of the speakers), ``norms`` (a CSV path or :class:`Norms`) for the
             categorical corpora; ``min_duration``, ``max_duration`` for MSP-Podcast;
