@@ -5,13 +5,21 @@ Endpoints:
 - ``GET /``: a web page to upload (or record) audio and see the three attributes with
   their uncertainty.
 - ``GET /health``: ``{"status": "ok", "bundle", "attributes", "feature_set", "dim",
-  "backend", "serdistill", "max_upload_bytes", "max_seconds", "scale"}``.
+  "backend", "serdistill", the limits, "scale", "corpus", "train_segments",
+  "development_ccc"}`` (the last three from the bundle's metrics: what the page says of the model).
 - ``POST /predict``: a multipart form with the audio in the field ``file`` (WAV, FLAC,
   OGG or MP3: what soundfile reads). Answers ``{"file", <attribute>..., <attribute>_std...,
   "duration", "scale", "clipped"}``: the students' mean, their std (the uncertainty), the
   duration in seconds, the label scale ``[low, high]`` the bundle was trained on, and
   ``"clipped": false``: predictions are never clipped to the scale, so a value outside it
   says the model is extrapolating.
+- ``POST /predict?segments=true`` (or ``auto``: only uploads longer than ``segment_over``,
+  or than ``max_seconds``):
+  a long recording, up to ``max_long_seconds`` (an hour by default), streamed from disk
+  through the voice-activity detector (:mod:`serdistill.segments`); answers ``{"file",
+  "duration", "segments": [{"start", "end", <attribute>..., <attribute>_std...}, ...],
+  "skipped_segments", "scale", "clipped"}``. The web page sends ``auto`` and draws a
+  timeline for long uploads.
 
 Bad input gets a 4xx answer ``{"detail": message, "kind": kind}``, never a 500, and the
 service goes on: 400 (``empty``, ``bad_request``: no file, a broken form), 413
@@ -131,7 +139,8 @@ def _multipart_installed() -> bool:
 
 def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 20 * 1024 * 1024,
                max_seconds: float = 60.0, backend: str = "auto", allow_truncated: bool = False,
-               min_level: float | None = MIN_LEVEL):
+               min_level: float | None = MIN_LEVEL, max_long_seconds: float = 3600.0,
+               max_long_upload_bytes: int = 512 * 1024 * 1024, segment_over: float = 30.0):
     """The FastAPI application serving ``bundle_path`` (loaded and prepared now, not per request).
 
     Args:
@@ -142,6 +151,10 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         allow_truncated, min_level: the audio checks, as for
             :class:`serdistill.features.FeatureExtractor` (``min_level`` rejects uploads
             without speech: 422 ``no_speech``).
+        max_long_seconds, max_long_upload_bytes: the limits of the segmented path
+            (``?segments=true`` or ``auto``), whose audio is streamed from disk, never held whole.
+        segment_over: with ``?segments=auto``, uploads longer than this (or than
+            ``max_seconds``) are segmented.
 
     Raises:
         MissingDependency: fastapi or python-multipart is not installed.
@@ -157,8 +170,8 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
     from serdistill.bundle import load_bundle
     from serdistill.features import FeatureSet, feature_settings
 
-    if max_upload_bytes <= 0 or not max_seconds > 0:
-        raise ValueError("max_upload_bytes and max_seconds must be positive.")
+    if min(max_upload_bytes, max_long_upload_bytes) <= 0 or not min(max_seconds, max_long_seconds) > 0:
+        raise ValueError("the upload and duration limits must be positive.")
     bundle = load_bundle(bundle_path, device="cpu")
     try:
         feature_set = FeatureSet(bundle.feature_set)
@@ -169,6 +182,7 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
                           source="this installation")
     predictor = make_predictor(bundle, backend)
     scale = bundle.label_range
+    trained = _trained_on(bundle)
     extractors = threading.local()
 
     def extractor():
@@ -179,37 +193,29 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
                                               allow_truncated=allow_truncated, min_level=min_level)
         return extractors.one
 
-    def analyse(data: bytes, name: str) -> dict[str, Any]:
-        """Check, extract and predict one upload (runs in a worker thread)."""
+    def analyse(tmp: str, name: str, mode: str) -> dict[str, Any]:
+        """Check, extract and predict one upload saved at ``tmp`` (runs in a worker thread)."""
         import soundfile as sf
 
-        suffix = Path(name).suffix.lower()
-        fd, tmp = tempfile.mkstemp(prefix="serdistill-upload-", suffix=suffix if suffix in AUDIO_EXTENSIONS else "")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            try:
-                info = sf.info(tmp)
-                duration = float(info.duration)
-            except Exception as err:
-                raise RequestRejected("unreadable", f"{name} is not audio soundfile can decode ({_short(err, tmp, name)});"
-                                      " send WAV, FLAC, OGG or MP3.") from None
-            if duration > max_seconds:
-                raise RequestRejected("too_long", f"{name} holds {duration:.1f} s of audio; this service accepts at "
-                                      f"most {max_seconds:g} s. Cut it into shorter parts.")
-            one = extractor()
-            table = one.process_files([tmp])
-            if len(table) == 0:
-                rejection = one.rejected[0] if one.rejected else None
-                kind = rejection.kind if rejection is not None else "failed"
-                reason = rejection.reason if rejection is not None else "no features could be extracted"
-                raise RequestRejected(kind, f"{name} cannot be used: {_short(reason, tmp, name)}")
-            mean, std = predictor.predict(table.to_numpy(dtype=np.float32))
-        finally:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            duration = float(sf.info(tmp).duration)
+        except Exception as err:
+            raise RequestRejected("unreadable", f"{name} is not audio soundfile can decode ({_short(err, tmp, name)});"
+                                  " send WAV, FLAC, OGG or MP3.") from None
+        if mode == "true" or (mode == "auto" and duration > min(segment_over, max_seconds)):
+            return analyse_segments(tmp, name, duration)
+        if duration > max_seconds:
+            raise RequestRejected("too_long", f"{name} holds {duration:.1f} s of audio; this service accepts at "
+                                  f"most {max_seconds:g} s in one piece. Send it with ?segments=true to get a "
+                                  f"prediction per speech segment (up to {max_long_seconds:g} s), or cut it.")
+        one = extractor()
+        table = one.process_files([tmp])
+        if len(table) == 0:
+            rejection = one.rejected[0] if one.rejected else None
+            kind = rejection.kind if rejection is not None else "failed"
+            reason = rejection.reason if rejection is not None else "no features could be extracted"
+            raise RequestRejected(kind, f"{name} cannot be used: {_short(reason, tmp, name)}")
+        mean, std = predictor.predict(table.to_numpy(dtype=np.float32))
         out: dict[str, Any] = {"file": name}
         for j, attribute in enumerate(bundle.attributes):
             out[attribute] = float(mean[0, j])
@@ -218,6 +224,42 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         out["duration"] = duration
         out["scale"], out["clipped"] = list(scale), False
         return out
+
+    def analyse_segments(tmp: str, name: str, duration: float) -> dict[str, Any]:
+        """The speech segments of a long upload, each predicted (the audio streamed, never held whole)."""
+        from serdistill.audio import RejectedAudio
+        from serdistill.segments import VoiceActivity, find_segments
+
+        if duration > max_long_seconds:
+            raise RequestRejected("too_long", f"{name} holds {duration:.1f} s of audio; this service accepts at "
+                                  f"most {max_long_seconds:g} s. Cut it into shorter parts.")
+        if not hasattr(extractors, "vad"):
+            extractors.vad = VoiceActivity()
+        try:
+            segments = find_segments(tmp, vad=extractors.vad, allow_truncated=allow_truncated)
+        except RejectedAudio as err:
+            raise RequestRejected(err.rejection.kind, f"{name} cannot be used: "
+                                  f"{_short(err.rejection.reason, tmp, name)}") from None
+        rows: list[dict[str, Any]] = []
+        skipped = 0
+        for k in range(0, len(segments), 256):
+            batch = segments[k : k + 256]
+            values, outcomes = extractor().process_segments([(tmp, g.start, g.end) for g in batch])
+            keep = np.array([o is None for o in outcomes], dtype=bool)
+            skipped += int((~keep).sum())
+            if not keep.any():
+                continue
+            mean, std = predictor.predict(values[keep])
+            for i, segment in enumerate(g for g, ok in zip(batch, keep) if ok):
+                row: dict[str, Any] = {"start": segment.start, "end": segment.end}
+                row.update({a: float(mean[i, j]) for j, a in enumerate(bundle.attributes)})
+                row.update({f"{a}_std": float(std[i, j]) for j, a in enumerate(bundle.attributes)})
+                rows.append(row)
+        if not rows:
+            raise RequestRejected("no_speech", f"{name} cannot be used: none of its {len(segments)} speech "
+                                  "segment(s) passed the audio checks.")
+        return {"file": name, "duration": duration, "segments": rows, "skipped_segments": skipped,
+                "scale": list(scale), "clipped": False}
 
     app = FastAPI(title="serdistill", version=__version__,
                   description="Arousal, valence and dominance of speech, with the students' uncertainty.")
@@ -243,7 +285,8 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         return {"status": "ok", "bundle": str(bundle.path), "attributes": bundle.attributes,
                 "feature_set": bundle.feature_set, "dim": bundle.dim, "backend": predictor.backend,
                 "serdistill": __version__, "max_upload_bytes": max_upload_bytes, "max_seconds": max_seconds,
-                "scale": list(scale)}
+                "max_long_seconds": max_long_seconds, "max_long_upload_bytes": max_long_upload_bytes,
+                "segment_over": segment_over, "scale": list(scale), **trained}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
@@ -251,10 +294,15 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
 
     @app.post("/predict")
     async def predict(request: Request):
+        mode = request.query_params.get("segments", "false").strip().lower()
+        mode = {"1": "true", "yes": "true", "0": "false", "no": "false"}.get(mode, mode)
+        if mode not in ("true", "false", "auto"):
+            raise RequestRejected("bad_request", f"segments={mode!r}; expected true, false or auto.")
+        limit = max_upload_bytes if mode == "false" else max_long_upload_bytes
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_upload_bytes + _FORM_OVERHEAD:
+        if length is not None and length.isdigit() and int(length) > limit + _FORM_OVERHEAD:
             raise RequestRejected("too_large", f"The upload has {int(length)} bytes; this service accepts files of "
-                                  f"at most {max_upload_bytes} bytes ({max_upload_bytes / 2**20:.3g} MiB).")
+                                  f"at most {limit} bytes ({limit / 2**20:.3g} MiB).")
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise RequestRejected("unsupported_type", f"Got a request of type {content_type or 'none'!r}; expected "
@@ -275,19 +323,42 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
             if kind and not (kind.startswith("audio/") or kind in _GENERIC_TYPES):
                 raise RequestRejected("unsupported_type", f"{name} was sent as {kind!r}; expected audio (WAV, FLAC, "
                                       "OGG or MP3, content type audio/*).")
-            data = bytearray()
-            while chunk := await upload.read(_CHUNK):
-                data += chunk
-                if len(data) > max_upload_bytes:
-                    raise RequestRejected("too_large", f"{name} is larger than {max_upload_bytes} bytes "
-                                          f"({max_upload_bytes / 2**20:.3g} MiB), the most this service accepts.")
-            if not data:
-                raise RequestRejected("empty", f"{name} is empty (0 bytes); send a recording.")
+            suffix = Path(name).suffix.lower()
+            fd, tmp = tempfile.mkstemp(prefix="serdistill-upload-",
+                                       suffix=suffix if suffix in AUDIO_EXTENSIONS else "")
+            try:
+                size = 0
+                with os.fdopen(fd, "wb") as handle:  # to disk chunk by chunk: never the whole upload in memory
+                    while chunk := await upload.read(_CHUNK):
+                        size += len(chunk)
+                        if size > limit:
+                            raise RequestRejected("too_large", f"{name} is larger than {limit} bytes "
+                                                  f"({limit / 2**20:.3g} MiB), the most this service accepts"
+                                                  + (" in one piece." if mode == "false" else "."))
+                        handle.write(chunk)
+                if not size:
+                    raise RequestRejected("empty", f"{name} is empty (0 bytes); send a recording.")
+                await form.close()
+                return await run_in_threadpool(analyse, tmp, name, mode)
+            finally:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
         finally:
             await form.close()
-        return await run_in_threadpool(analyse, bytes(data), name)
 
     return app
+
+
+def _trained_on(bundle: Any) -> dict[str, Any]:
+    """What the page says of the model: the corpus (manifest) it was trained on, its size, and
+    the students' development CCC per attribute group (from the bundle's metrics)."""
+    data = bundle.metrics.get("data") or {}
+    development = {group: (scores or {}).get("students")
+                   for group, scores in (bundle.metrics.get("development") or {}).items()}
+    return {"corpus": data.get("corpus") or (Path(data["manifest"]).stem if data.get("manifest") else None),
+            "train_segments": data.get("train"), "development_ccc": development}
 
 
 def _short(err: Any, tmp: str, name: str) -> str:
@@ -302,13 +373,14 @@ def _page() -> str:
 
 def run(bundle_path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
         max_upload_bytes: int = 20 * 1024 * 1024, max_seconds: float = 60.0, backend: str = "auto",
-        log_level: str = "info", allow_truncated: bool = False, min_level: float | None = MIN_LEVEL) -> None:
+        log_level: str = "info", allow_truncated: bool = False, min_level: float | None = MIN_LEVEL,
+        **limits: Any) -> None:
     """Serve ``bundle_path`` with uvicorn until interrupted."""
     require("uvicorn")
     import uvicorn
 
     app = create_app(bundle_path, max_upload_bytes=max_upload_bytes, max_seconds=max_seconds, backend=backend,
-                     allow_truncated=allow_truncated, min_level=min_level)
+                     allow_truncated=allow_truncated, min_level=min_level, **limits)
     logger.info("Serving %s (%s) on http://%s:%d", app.state.bundle.path, app.state.predictor.backend, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -148,7 +148,7 @@ def test_the_page_offers_an_upload_form(client) -> None:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
     assert '<form id="upload-form"' in page and 'type="file"' in page and 'name="file"' in page
-    assert 'fetch("predict"' in page
+    assert 'fetch("predict?segments=auto"' in page and 'id="timeline"' in page and 'id="player"' in page
     for attribute in ("arousal", "valence", "dominance"):
         assert f'id="{attribute}-value"' in page and f'id="{attribute}-std"' in page
 
@@ -210,3 +210,43 @@ def test_without_onnxruntime_the_service_runs_the_model_with_torch(bundle_path: 
     with TestClient(serve.create_app(bundle_path)) as test_client:
         assert test_client.get("/health").json()["backend"] == "torch"
         assert _post(test_client, _wav(_speechlike(1.0)), "a.wav").status_code == 200
+
+
+def _joined(files: list[Path], seconds: float) -> bytes:
+    """Real utterances (EmoDB) separated by 1.5 s of near-silence, for ``seconds``: the VAD needs speech
+    (it rightly finds none in a synthetic tone)."""
+    rate, parts, total = 16000, [], 0
+    rng = np.random.default_rng(7)
+    for file in files[::11]:
+        if total >= seconds * rate:
+            break
+        burst = sf.read(file, dtype="float32")[0]
+        gap = (rng.normal(size=int(1.5 * rate)) * 1e-4).astype(np.float32)
+        parts += [burst, gap]
+        total += len(burst) + len(gap)
+    return _wav(np.concatenate(parts))
+
+
+def test_a_long_upload_gets_a_segment_list(client, emodb_files) -> None:
+    data = _joined(emodb_files, 20.0)  # longer than the client's max_seconds (4 s) in one piece
+    response = _post(client, data, "long.wav")
+    assert response.status_code == 422 and "segments=true" in response.json()["detail"]
+    response = client.post("/predict?segments=true", files={"file": ("long.wav", data, "audio/wav")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["duration"] == pytest.approx(21.0, abs=0.1) and answer["clipped"] is False  # 6 x (2 + 1.5) s
+    segments = answer["segments"]
+    assert len(segments) >= 5
+    for segment in segments:
+        assert 1.0 - 1e-6 <= segment["end"] - segment["start"] <= 10.0 + 1e-6
+        assert all(math.isfinite(segment[k]) for k in ("arousal", "valence_std", "dominance"))
+    auto = client.post("/predict?segments=auto", files={"file": ("long.wav", data, "audio/wav")}).json()
+    assert auto["segments"] == segments  # 21 s: under segment_over (30 s), but over max_seconds (4 s)
+    response = client.post("/predict?segments=maybe", files={"file": ("long.wav", data, "audio/wav")})
+    assert response.status_code == 400 and response.json()["kind"] == "bad_request"
+
+
+def test_health_says_what_the_model_was_trained_on(client) -> None:
+    answer = client.get("/health").json()
+    assert set(answer["development_ccc"]) == {"arousal", "valence", "dominance"}
+    assert answer["max_long_seconds"] == 3600.0 and answer["segment_over"] == 30.0

@@ -213,3 +213,59 @@ def test_a_bad_upload_shows_an_error_and_no_numbers(browser, server_url: str, re
     message = _wait_for_error(browser)
     assert "noise.wav" in message, message
     _assert_no_numbers(browser)
+
+
+@pytest.fixture(scope="module")
+def three_minutes(emodb_files: list[Path], tmp_path_factory) -> Path:
+    """About 3 minutes: EmoDB utterances joined by 1 to 2 s of near-silence."""
+    rng = np.random.default_rng(5)
+    parts, total = [], 0
+    for file in emodb_files[::3]:
+        utterance = sf.read(file, dtype="float32")[0]
+        gap = np.zeros(int(rng.uniform(1.0, 2.0) * 16000), np.float32)
+        parts += [utterance, gap]
+        total += len(utterance) + len(gap)
+        if total > 180 * 16000:
+            break
+    signal = np.concatenate(parts) + (rng.normal(size=total) * 1e-4).astype(np.float32)
+    path = tmp_path_factory.mktemp("long") / "three-minutes.flac"
+    sf.write(str(path), signal, 16000)
+    return path
+
+
+def test_a_long_upload_shows_a_timeline_with_one_band_per_segment(browser, server_url: str,
+                                                                  three_minutes: Path) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from serdistill.segments import find_segments
+
+    assert sf.info(str(three_minutes)).duration > 170
+    expected = len(find_segments(three_minutes))
+    _upload(browser, server_url, three_minutes)
+    WebDriverWait(browser, 120, poll_frequency=0.2).until(
+        lambda d: d.find_element(By.ID, "timeline").is_displayed()
+        or "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
+    assert browser.find_element(By.ID, "timeline").is_displayed(), _text(browser, "status")
+    assert not browser.find_element(By.ID, "results").is_displayed()  # no bars for a long upload
+    assert int(_text(browser, "segment-count")) == expected >= 40
+    for attribute in ATTRIBUTES:
+        bands = browser.find_elements(By.CSS_SELECTOR, f"#timeline-{attribute} rect.segment")
+        assert len(bands) == expected, attribute
+    assert browser.find_element(By.ID, "player").is_displayed()  # the audio player, with the upload
+    with httpx.Client(base_url=server_url, timeout=120) as http:
+        answer = http.post("/predict?segments=true", files={"file": (three_minutes.name, three_minutes.read_bytes(),
+                                                                         "audio/flac")}).json()
+    shown = [float(b.get_attribute("data-mean"))
+             for b in browser.find_elements(By.CSS_SELECTOR, "#timeline-arousal rect.segment")]
+    np.testing.assert_allclose(shown, [s["arousal"] for s in answer["segments"]], atol=1e-6)
+
+
+def test_the_page_says_what_the_model_was_trained_on(browser, server_url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url + "/")
+    WebDriverWait(browser, WAIT_S).until(lambda d: "Model trained on" in _text(d, "model-text"))
+    text = _text(browser, "model-text")
+    assert "development CCC of the students" in text, text

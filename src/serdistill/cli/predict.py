@@ -55,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                         help="the CSV to write, or '-' for stdout")
     parser.add_argument("--split", metavar="NAME", help="for manifest inputs: only the files of this split")
+    parser.add_argument("--categories", action="store_true",
+                        help="add the nearest emotion word (category, category_distance) by the NRC-VAD norms: "
+                             "a heuristic read-out of the three numbers, not a trained classifier (distance "
+                             "in the VAD space normalised to 0..1 per attribute)")
     parser.add_argument("--labels", action="store_true",
                         help="for manifest inputs: add their labels beside the predictions (<attribute>_label)")
     parser.add_argument("--rejected", metavar="CSV",
@@ -253,6 +257,11 @@ def run(args: argparse.Namespace) -> int:
                          "Check that they are speech recordings of at least 0.1 s.")
     if args.labels:
         table = with_labels(table, args.inputs, bundle.attributes)
+    if args.categories:
+        from serdistill.corpora.norms import load_norms
+
+        table = table.copy()
+        table["category"], table["category_distance"] = load_norms().nearest(table, label_range=bundle.label_range)
     outside = bundle.outside_scale(table)
     if outside:
         low, high = bundle.label_range

@@ -41,6 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="longest accepted audio in seconds (default: 60)")
     parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
                         help="run the model with onnxruntime or torch (default: auto, onnxruntime when installed)")
+    long = parser.add_argument_group("long recordings (POST /predict?segments=true or auto)")
+    long.add_argument("--max-long-seconds", type=_positive_float, default=3600.0, metavar="S",
+                      help="longest audio the segmented path accepts, streamed from disk (default: 3600)")
+    long.add_argument("--max-long-upload-mb", type=_positive_float, default=512.0, metavar="MB",
+                      help="largest upload the segmented path accepts, in MiB (default: 512)")
+    long.add_argument("--segment-over", type=_positive_float, default=30.0, metavar="S",
+                      help="with ?segments=auto (what the web page sends), segment uploads longer than S "
+                           "seconds (default: 30)")
     from serdistill.cli.common import add_audio_check_arguments
 
     add_audio_check_arguments(parser)
@@ -54,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
     require("fastapi", "uvicorn")
     serve(args.bundle, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
           max_seconds=args.max_seconds, backend=args.backend, log_level="debug" if args.verbose else "info",
-          allow_truncated=args.allow_truncated, min_level=args.min_level)
+          allow_truncated=args.allow_truncated, min_level=args.min_level, max_long_seconds=args.max_long_seconds,
+          max_long_upload_bytes=int(args.max_long_upload_mb * 1024 * 1024), segment_over=args.segment_over)
     return 0

@@ -63,6 +63,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _corpus(files: list[str], manifest: str) -> str:
+    """A name for the corpus a model is trained on: the shipped EmoDB's, else the manifest's file name."""
+    import os
+
+    from serdistill.corpora.emodb import default_root
+
+    root = str(default_root())
+    if files and all(os.path.realpath(f).startswith(root + os.sep) for f in files[:50]):
+        return "EmoDB (shipped with serdistill)"
+    return Path(manifest).name
+
+
 def checkpoint_dir(bundle: str | Path) -> Path:
     """Where ``train`` keeps its checkpoints for ``bundle``: ``BUNDLE.ckpt`` beside it."""
     bundle = Path(bundle).absolute()
@@ -114,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
         if engine is not None:
             engine.close()
     seconds = time.perf_counter() - tic
-    extra = {"data": {"manifest": str(Path(args.manifest).absolute()),
+    extra = {"data": {"manifest": str(Path(args.manifest).absolute()), "corpus": _corpus(data.manifest.files, args.manifest),
                       "features": None if args.features is None else str(Path(args.features).absolute()),
                       "splits": data.split_counts(), "dropped": len(data.dropped),
                       "train": len(arrays["X"]), "development": len(arrays["X_dev"]),

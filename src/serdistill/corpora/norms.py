@@ -54,6 +54,30 @@ class Norms:
                 "(emotion,valence,arousal,dominance on 1..7) or use the default table."
             )
 
+    def nearest(self, predictions: pd.DataFrame, *, label_range: tuple[float, float] = (1.0, 7.0)
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The emotion word whose norms are nearest each row of ``predictions``, and the distance.
+
+        A heuristic, not a classifier: distances are Euclidean in the VAD space normalised
+        to ``[0, 1]`` per attribute (``(value - low) / (high - low)`` of the label scale),
+        over the attributes ``predictions`` has (any of arousal, valence, dominance).
+
+        Examples:
+            >>> norms = load_norms()
+            >>> rows = pd.DataFrame({"arousal": [6.2, 2.0], "valence": [2.0, 1.4], "dominance": [4.9, 2.0]})
+            >>> norms.nearest(rows)[0].tolist()
+            ['anger', 'sadness']
+        """
+        columns = [a for a in ("arousal", "valence", "dominance") if a in predictions.columns]
+        if not columns:
+            raise CorpusError("nearest() needs at least one of the columns arousal, valence, dominance.")
+        low, high = label_range
+        points = (predictions[columns].to_numpy(dtype=float) - low) / (high - low)
+        anchors = (self.table[columns].to_numpy(dtype=float) - low) / (high - low)
+        distances = np.sqrt(((points[:, None, :] - anchors[None, :, :]) ** 2).sum(axis=2))
+        best = distances.argmin(axis=1)
+        return np.asarray(self.table.index)[best], distances[np.arange(len(points)), best]
+
     def targets(self, categories: Sequence[str], strength: Sequence[float] | np.ndarray) -> pd.DataFrame:
         """Arousal, valence and dominance targets for each (category, strength) pair.
 
