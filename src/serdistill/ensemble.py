@@ -58,6 +58,7 @@ from serdistill.storage import (
     take_rows,
 )
 from serdistill.training import (
+    SCALE_FREE_OPTIMIZERS,
     EpochHook,
     FitResult,
     derive_seed,
@@ -65,6 +66,7 @@ from serdistill.training import (
     fit_student,
     fit_teacher,
     load_checkpoint,
+    loss_weights,
     predict_mlp,
     resolve_device,
     save_checkpoint,
@@ -481,14 +483,32 @@ class StudentEnsemble:
         data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
                 "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled, "heads": heads}
         trained: dict[str, list[FitResult]] = {}
+        # with a scale-free optimizer the points of one alpha/beta ratio train the same students
+        # (training.loss_weights): each ratio is trained once, its row repeated for the others
+        ratio = (lambda a, b: loss_weights(a, b)[0]) if config.student.optimizer in SCALE_FREE_OPTIMIZERS else (
+            lambda a, b: (a, b))
+        first: dict[Any, dict[str, Any]] = {}
         for g, (alpha, beta) in enumerate(grid):
             key = self._key(alpha, beta)
             if key in done:
                 self.grid_.append(done[key])
+                first.setdefault(ratio(alpha, beta), done[key])
+                continue
+            same = first.get(ratio(alpha, beta))
+            if same is not None:  # trained already, under another point of the same ratio
+                row = {**same, "alpha": alpha, "beta": beta, "seconds": 0.0, "same_as": [same["alpha"], same["beta"]]}
+                self.grid_.append(row)
+                if folder is not None:
+                    done[key] = row
+                    write_json(folder / "grid.json", _jsonable(done))
                 continue
             if self.engine is not None and key not in trained:  # the next points, in parallel
-                upcoming = [(a, b) for a, b in grid[g:] if self._key(a, b) not in done][:ENGINE_GRID_POINTS]
-                trained = self._fit_on_engine(upcoming, data, config, seed, folder)
+                upcoming, ratios = [], set(first)
+                for a, b in grid[g:]:
+                    if self._key(a, b) not in done and ratio(a, b) not in ratios:
+                        upcoming.append((a, b))
+                        ratios.add(ratio(a, b))
+                trained = self._fit_on_engine(upcoming[:ENGINE_GRID_POINTS], data, config, seed, folder)
             tic = time.perf_counter()
             results = trained.pop(key, None) or [
                 self._fit_one(i, alpha, beta, data, config, seed, folder) for i in range(len(embeddings))]
@@ -498,6 +518,7 @@ class StudentEnsemble:
                    "member_dev_ccc": [_finite(r.best_score) for r in results],
                    "best_epochs": [r.best_epoch for r in results], "seconds": time.perf_counter() - tic}
             self.grid_.append(row)
+            first[ratio(alpha, beta)] = row
             logger.info("alpha %.2g, beta %.2g: development CCC %.4f", alpha, beta, score)
             if score > best_score or (best_models is None and not on_disk):
                 best_score, best_alpha, best_beta = score, alpha, beta

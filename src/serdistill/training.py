@@ -226,6 +226,30 @@ def batch_schedule(n_labelled: int, n_unlabelled: int, batch_size: int, *,
     return schedule
 
 
+SCALE_FREE_OPTIMIZERS: tuple[str, ...] = ("nadam", "adam")
+"""Optimizers whose step does not change (but for their epsilon) when the loss is scaled."""
+
+
+def loss_weights(alpha: float, beta: float) -> tuple[float, float]:
+    """``(alpha, beta)`` scaled to sum to 1, the same floats for every pair of the same ratio.
+
+    With a scale-free optimizer (NAdam, Adam, decoupled weight decay) a student trained with
+    ``(c·alpha, c·beta)`` follows ``(alpha, beta)``'s path but for the optimizer's epsilon,
+    which training amplifies chaotically (measured: docs/experiment.md). Training with the
+    normalised weights removes that meaningless degree of freedom: every grid point of one
+    ratio trains bit for bit the same student, so the grid trains each ratio once.
+
+    Examples:
+        >>> loss_weights(0.2, 0.4) == loss_weights(0.4, 0.8), loss_weights(0.5, 0.5)
+        (True, (0.5, 0.5))
+    """
+    total = float(alpha) + float(beta)
+    if not total > 0:
+        raise ValueError(f"alpha + beta must be positive (the loss would be zero); got alpha={alpha}, beta={beta}.")
+    a = round(float(alpha) / total, 12)
+    return a, 1.0 - a
+
+
 def student_loss(prediction: torch.Tensor, hidden: torch.Tensor, target: torch.Tensor, *,
                  alpha: float, beta: float, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 1: ``alpha·(1 − CCC) + beta·MSE(hidden, target)``; ``beta·MSE`` only when unlabelled.
@@ -332,7 +356,8 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
 
     Args:
         X, y: labelled features and labels; ``target``: the teacher embedding of ``X`` (n, 512).
-        alpha, beta: the weights of (1 − CCC) and of the embedding MSE.
+        alpha, beta: the weights of (1 − CCC) and of the embedding MSE (with NAdam or Adam,
+            only their ratio matters: they are normalised by :func:`loss_weights`).
         X_unlabelled, target_unlabelled: unlabelled features and their teacher embedding;
             their batches get ``beta·MSE`` only. See :func:`batch_schedule` for the order.
         head: the output layer's initial weight (k, H) and bias (k,), used when
@@ -366,7 +391,9 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
         model.output.requires_grad_(config.head == "teacher")  # frozen: the teacher's, never trained
     # "relative": the MSE in units of the embedding's mean square (on the labelled rows), so
     # that it weighs as much as 1 − CCC whatever the embedding's scale (docs/experiment.md)
-    beta_mse = beta / embedding_mean_square(target) if config.mse == "relative" else beta
+    # with a scale-free optimizer, only alpha/beta matters: train with the normalised weights
+    w_alpha, w_beta = loss_weights(alpha, beta) if config.optimizer in SCALE_FREE_OPTIMIZERS else (alpha, beta)
+    beta_mse = w_beta / embedding_mean_square(target) if config.mse == "relative" else w_beta
     B = train.batch_size
     labelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
     unlabelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
@@ -383,7 +410,7 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             idx = idx.to(device)
             rows, targets, buf = take[kind]
             prediction, hidden = model.forward_hidden(rows(idx, buf[: len(idx)]))
-            loss = student_loss(prediction, hidden, targets(idx, target_buf[: len(idx)]), alpha=alpha, beta=beta_mse,
+            loss = student_loss(prediction, hidden, targets(idx, target_buf[: len(idx)]), alpha=w_alpha, beta=beta_mse,
                                 labels=y_t[idx] if kind == "labelled" else None)
             opt.zero_grad()
             loss.backward()

@@ -439,3 +439,41 @@ def test_large_embeddings_live_on_disk_with_the_same_results(data, monkeypatch):
     on_disk = TSModel(tiny()).fit(X, y, X_dev, y_dev, X_unlabelled=X_test)
     for a, b in zip(in_memory.predict(X_test, return_std=True), on_disk.predict(X_test, return_std=True)):
         np.testing.assert_array_equal(a, b)
+
+
+# --- the alpha/beta grid trains each ratio once ------------------------------------------
+
+
+def test_points_of_one_ratio_train_the_same_students_and_the_grid_trains_each_ratio_once(data):
+    X, y, X_dev, y_dev, X_test, _ = data
+    config = tiny(student={"alphas": [0.2, 0.4], "betas": [0.4, 0.8]})  # ratios 1/2, 1/4, 1, 1/2
+    teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
+    embeddings = teachers.embed(X)
+
+    def alone(a, b):
+        return StudentEnsemble(config, alpha=a, beta=b, seed=0).fit(X, y, X_dev, y_dev, embeddings=embeddings)
+
+    full = {(a, b): alone(a, b) for a in (0.2, 0.4) for b in (0.4, 0.8)}
+    # the same ratio trains bit for bit the same students (normalised loss weights)
+    np.testing.assert_array_equal(full[(0.2, 0.4)].predict_members(X_test), full[(0.4, 0.8)].predict_members(X_test))
+    assert not np.array_equal(full[(0.2, 0.4)].predict_members(X_test), full[(0.4, 0.4)].predict_members(X_test))
+    grid = StudentEnsemble(config, seed=0).fit(X, y, X_dev, y_dev, embeddings=embeddings)
+    rows = {(r["alpha"], r["beta"]): r for r in grid.grid_}
+    assert rows[(0.4, 0.8)]["same_as"] == [0.2, 0.4] and rows[(0.4, 0.8)]["seconds"] == 0.0
+    assert sum("same_as" in r for r in grid.grid_) == 1  # 4 points, 3 ratios: 3 trained
+    # the de-duplicated grid picks the full grid's point (the first best in grid order) with its CCC
+    scores = {point: model.grid_[0]["dev_ccc"] for point, model in full.items()}
+    best = max(scores.values())
+    chosen = next(point for point in [(0.2, 0.4), (0.2, 0.8), (0.4, 0.4), (0.4, 0.8)] if scores[point] == best)
+    assert (grid.alpha_, grid.beta_) == chosen and grid.dev_ccc_ == pytest.approx(best, abs=0)
+    for point, model in full.items():
+        assert rows[point]["dev_ccc"] == model.grid_[0]["dev_ccc"], point
+    np.testing.assert_array_equal(grid.predict_members(X_test), full[chosen].predict_members(X_test))
+
+
+def test_sgd_students_are_not_normalised_nor_shared(data):
+    X, y, X_dev, y_dev, _, _ = data
+    config = tiny(student={"optimizer": "sgd", "alphas": [0.2, 0.4], "betas": [0.4, 0.8]})
+    teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
+    grid = StudentEnsemble(config, seed=0).fit(X, y, X_dev, y_dev, embeddings=teachers.embed(X))
+    assert not any("same_as" in r for r in grid.grid_)  # SGD's step scales with the loss: every point trains
