@@ -282,12 +282,24 @@ def _epoch(units: dict, kind: str, B: int, n: int, n_u: int = 0) -> float:
     return math.ceil(n / B) * units[f"{kind}_step_{B}"] + units["dev_score_teacher"]
 
 
-def protocol_cost(units: dict, config, sizes: dict[str, int]) -> dict[str, float]:
-    """Seconds of one trial of ``config`` (all attributes), by part, from the unit costs."""
+def grid_trainings(config, *, per_ratio: bool = True) -> int:
+    """Student grid points trained: one per distinct alpha/beta ratio with a scale-free optimizer
+    (docs/experiment.md), else every point."""
+    from serdistill.training import SCALE_FREE_OPTIMIZERS, loss_weights
+
+    points = [(a, b) for a in config.student.alphas for b in config.student.betas]
+    if per_ratio and config.student.optimizer in SCALE_FREE_OPTIMIZERS:
+        return len({loss_weights(a, b)[0] for a, b in points})
+    return len(points)
+
+
+def protocol_cost(units: dict, config, sizes: dict[str, int], *, per_ratio: bool = True) -> dict[str, float]:
+    """Seconds of one trial of ``config`` (all attributes), by part, from the unit costs;
+    ``per_ratio=False``: as before each ratio was trained once (every grid point trained)."""
     B = config.train.batch_size
     N = len(config.teacher.dropouts)
     n, n_test, n_u = sizes["train"], sizes["test"], sizes["unlabeled"]
-    grid = len(config.student.alphas) * len(config.student.betas)
+    grid = grid_trainings(config, per_ratio=per_ratio)
     attributes = len(config.attributes)
     top = int(round(0.75 * n_test))
     student_epochs = (grid * _epoch(units, "student", B, n, n_test)        # ts_test grid
@@ -355,8 +367,12 @@ def _rows(result: dict, sizes: dict, fraction: float, steps: int, mc_rows: int) 
     for passes in sorted({paper.mc.passes, quick.mc.passes}, reverse=True):
         rows.append({"item": f"MC dropout, 1 teacher x {passes} passes x {rows_mc} segments", "how":
                      f"extrapolated ({result['mc_rows']} segments timed)", "seconds": u[f"mc_row_{passes}"] * rows_mc})
-    for label, config in (("quick", quick), ("paper", paper)):
-        parts = protocol_cost(u, config, sizes)
+    for label, config, per_ratio in (("quick", quick, True), ("paper, every grid point trained (before)", paper, False),
+                                     ("paper", paper, True)):
+        parts = protocol_cost(u, config, sizes, per_ratio=per_ratio)
+        label = label if per_ratio is False or label == "quick" else (
+            f"paper, one training per alpha/beta ratio ({grid_trainings(config)} of "
+            f"{len(config.student.alphas) * len(config.student.betas)} points)")
         trial = sum(parts.values())
         detail = ", ".join(f"{k} {_hours(v)}" for k, v in parts.items())
         rows.append({"item": f"one trial, {label} protocol (3 attributes): {detail}", "how": "extrapolated",
