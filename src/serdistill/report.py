@@ -62,6 +62,7 @@ class Analysis:
     not_run: dict[str, str]
     vs_ridge: pd.DataFrame | None = None
     vs_svr: pd.DataFrame | None = None
+    cross_validation: bool = False  # runs are folds x trials: the legends say "runs", not "trials"
 
     def against(self, reference: str) -> pd.DataFrame | None:
         """The tests of every setting against ``reference`` (baseline, teachers, ridge, svr)."""
@@ -170,10 +171,16 @@ def _rel(frame: pd.DataFrame | None, key: str, attribute: str, reference: str) -
     return "—" if test is None or key == reference else fmt_pct(test["rel_improvement"])
 
 
+def _runs(analysis: Analysis) -> str:
+    """'N trials', or, for cross-validation (runs are folds x trials), 'N runs (folds x trials)'."""
+    n = len(analysis.trials)
+    return f"{n} runs (folds x trials)" if analysis.cross_validation else f"{n} trials"
+
+
 def table1_legend(analysis: Analysis) -> str:
     """The sentence under Table 1 that explains its numbers and marks."""
     return (
-        f"Mean ± std (sample std) of the test CCC over {len(analysis.trials)} trials; "
+        f"Mean ± std (sample std) of the test CCC over {_runs(analysis)}; "
         f"'paper': Sridhar & Busso (2020), Table 1. 'vs base' / 'vs teach': relative improvement "
         f"of the means, (ours − ref) / ref. {MARK_BASELINE} significantly better than the baseline, "
         f"{MARK_TEACHERS} significantly better than the teachers' MC ensemble: paired one-tailed "
@@ -233,7 +240,7 @@ def full_model_beats_all(analysis: Analysis, attribute: str) -> bool:
 def table2_legend(analysis: Analysis) -> str:
     return (
         f"A: unlabelled data, B: MC dropout, C: number of teachers and students. Mean ± std over "
-        f"{len(analysis.trials)} trials; 'paper': Sridhar & Busso (2020), Table 2. {MARK_FULL} the "
+        f"{_runs(analysis)}; 'paper': Sridhar & Busso (2020), Table 2. {MARK_FULL} the "
         f"full model (first row, the same model as T-S (test)) is significantly better than every "
         f"other row run (paired one-tailed t-test, p ≤ {analysis.alpha:g})."
     )
@@ -384,6 +391,7 @@ def write_report(
     meta = dict(meta or {})
     analysis = analyse(results, alpha=_alpha_from(config) if alpha is None else alpha,
                        not_run=meta.get("not_run"))
+    analysis = dataclasses.replace(analysis, cross_validation=bool(meta.get("folds")))
     grid = None if grid is None else validate_grid(grid)  # every input is checked before any write
     consistency_long = None if consistency is None else consistency_table(consistency)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -196,6 +196,7 @@ def test_folds_put_each_speaker_group_in_test_once_with_development_from_the_res
                                                                    for k in range(3)]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Speaker-independent cross-validation: 3 folds x 2 trials" in report and "### Per fold" in report
+    assert "test CCC over 6 runs (folds x trials)" in report and "over 6 trials" not in report
 
 
 def test_folds_need_enough_speakers():
