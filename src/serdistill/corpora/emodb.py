@@ -39,13 +39,14 @@ SPEAKERS: dict[str, tuple[str, int]] = {
 
 
 def default_root() -> Path:
-    """The EmoDB copy shipped inside the package (``serdistill/data/emodb``).
+    """The EmoDB copy shipped with serdistill: ``data/emodb`` in the repository, linked into the
+    package as ``serdistill/data/emodb`` (so a wheel carries it too); symlinks resolved.
 
     Examples:
         >>> (default_root() / "audio" / "03a01Fa.flac").is_file()
         True
     """
-    return Path(__file__).resolve().parents[1] / "data" / "emodb"
+    return (Path(__file__).resolve().parents[1] / "data" / "emodb").resolve()  # a link to the repository's data/emodb
 
 
 def build(
