@@ -488,24 +488,10 @@ class Bundle:
                 continue
             items += [(file, segment.start, segment.end) for segment in segments]
         columns = ["file", "start", "end", *self.attributes, *(f"{a}_std" for a in self.attributes)]
-        kept: list[tuple[str, float, float]] = []
-        means, stds = [], []
-        for k in range(0, len(items), SEGMENT_BATCH):  # features of a batch at a time: memory stays flat
-            batch = items[k : k + SEGMENT_BATCH]
-            values, outcomes = extractor.process_segments(batch)
-            for (file, start, end), outcome in zip(batch, outcomes):
-                if outcome is not None:
-                    rejected.append(dataclasses.replace(outcome, reason=f"the segment {start:.2f}-{end:.2f} s "
-                                                                        f"{outcome.reason}"))
-            keep = np.array([o is None for o in outcomes], dtype=bool)
-            if keep.any():
-                mean, std = self.predict_features(values[keep])
-                means.append(mean)
-                stds.append(std)
-                kept += [item for item, ok in zip(batch, keep) if ok]
+        kept, mean, std, skipped = predict_segment_items(extractor, items, self.predict_features)
+        rejected += skipped
         if not kept:
             return pd.DataFrame(columns=columns), rejected
-        mean, std = np.concatenate(means), np.concatenate(stds)
         frame = pd.DataFrame({"file": [f for f, _, _ in kept], "start": [a for _, a, _ in kept],
                               "end": [b for _, _, b in kept]})
         for j, attribute in enumerate(self.attributes):
@@ -538,6 +524,38 @@ class Bundle:
                 f"(serdistill extract --feature-set {_cli_name(self.feature_set)})."
             )
         return self.normaliser.transform(X)
+
+
+def predict_segment_items(extractor: Any, items: Sequence[tuple[str, float, float]],
+                          predict: Any) -> tuple[list[tuple[str, float, float]], np.ndarray, np.ndarray, list[Any]]:
+    """Extract and predict stretches ``(file, start, end)`` :data:`SEGMENT_BATCH` at a time, so
+    that memory stays flat however long the recording.
+
+    Args:
+        extractor: a :class:`serdistill.features.FeatureExtractor`.
+        predict: raw features (n, d) -> (mean, std), e.g. :meth:`Bundle.predict_features`.
+
+    Returns:
+        The stretches kept, their means and stds (n, A), and the rejections of the others.
+    """
+    kept: list[tuple[str, float, float]] = []
+    means, stds, rejected = [], [], []
+    for k in range(0, len(items), SEGMENT_BATCH):
+        batch = items[k : k + SEGMENT_BATCH]
+        values, outcomes = extractor.process_segments(batch)
+        for (_, start, end), outcome in zip(batch, outcomes):
+            if outcome is not None:
+                rejected.append(dataclasses.replace(outcome, reason=f"the segment {start:.2f}-{end:.2f} s "
+                                                                    f"{outcome.reason}"))
+        keep = np.array([o is None for o in outcomes], dtype=bool)
+        if keep.any():
+            mean, std = predict(values[keep])
+            means.append(mean)
+            stds.append(std)
+            kept += [item for item, ok in zip(batch, keep) if ok]
+    if not kept:
+        return [], np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), rejected
+    return kept, np.concatenate(means), np.concatenate(stds), rejected
 
 
 def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
@@ -714,4 +732,5 @@ def _duration(file: str) -> float:
 
 
 __all__ = ["BUNDLE_FORMAT", "FILES", "Bundle", "IntegrityWarning", "VersionWarning", "check_target",
-           "file_sha256", "installed_versions", "load_bundle", "save_bundle", "version_differences"]
+           "file_sha256", "installed_versions", "load_bundle", "predict_segment_items", "save_bundle",
+           "version_differences"]

@@ -240,25 +240,20 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         except RejectedAudio as err:
             raise RequestRejected(err.rejection.kind, f"{name} cannot be used: "
                                   f"{_short(err.rejection.reason, tmp, name)}") from None
+        from serdistill.bundle import predict_segment_items
+
+        kept, mean, std, skipped = predict_segment_items(
+            extractor(), [(tmp, g.start, g.end) for g in segments], predictor.predict)
         rows: list[dict[str, Any]] = []
-        skipped = 0
-        for k in range(0, len(segments), 256):
-            batch = segments[k : k + 256]
-            values, outcomes = extractor().process_segments([(tmp, g.start, g.end) for g in batch])
-            keep = np.array([o is None for o in outcomes], dtype=bool)
-            skipped += int((~keep).sum())
-            if not keep.any():
-                continue
-            mean, std = predictor.predict(values[keep])
-            for i, segment in enumerate(g for g, ok in zip(batch, keep) if ok):
-                row: dict[str, Any] = {"start": segment.start, "end": segment.end}
-                row.update({a: float(mean[i, j]) for j, a in enumerate(bundle.attributes)})
-                row.update({f"{a}_std": float(std[i, j]) for j, a in enumerate(bundle.attributes)})
-                rows.append(row)
+        for i, (_, start, end) in enumerate(kept):
+            row: dict[str, Any] = {"start": start, "end": end}
+            row.update({a: float(mean[i, j]) for j, a in enumerate(bundle.attributes)})
+            row.update({f"{a}_std": float(std[i, j]) for j, a in enumerate(bundle.attributes)})
+            rows.append(row)
         if not rows:
             raise RequestRejected("no_speech", f"{name} cannot be used: none of its {len(segments)} speech "
                                   "segment(s) passed the audio checks.")
-        return {"file": name, "duration": duration, "segments": rows, "skipped_segments": skipped,
+        return {"file": name, "duration": duration, "segments": rows, "skipped_segments": len(skipped),
                 "scale": list(scale), "clipped": False}
 
     app = FastAPI(title="serdistill", version=__version__,
