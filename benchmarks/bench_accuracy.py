@@ -45,6 +45,20 @@ def emodb_root() -> Path:
     return root
 
 
+def emodb_dataset():
+    """The shipped EmoDB's features (extracted through the cache) as a Dataset."""
+    from serdistill.corpora import build_manifest
+    from serdistill.dataset import load_dataset
+
+    return load_dataset(build_manifest("emodb", emodb_root()), verbose=False)
+
+
+def normalised_splits(data, attributes: list[str]) -> dict[str, tuple]:
+    """``{split: (X, y)}`` of train, development and test, normalised on train."""
+    normaliser = data.normaliser()
+    return {s: data.arrays(s, attributes=attributes, normaliser=normaliser) for s in ("train", "development", "test")}
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     from serdistill.cache import default_cache_dir
     from serdistill.config import apply_overrides, load_config

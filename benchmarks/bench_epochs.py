@@ -28,26 +28,39 @@ def stop_at(dev: np.ndarray, patience: int) -> int:
     return len(dev)
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    from benchmarks.bench_accuracy import emodb_root
+def histories() -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:
+    """Each paper-preset teacher's and student's development CCC per epoch on EmoDB (no early
+    stopping), and each kind's epochs."""
+    from benchmarks.bench_accuracy import emodb_dataset, normalised_splits
     from serdistill.config import apply_overrides, load_config
-    from serdistill.corpora import build_manifest
-    from serdistill.dataset import load_dataset
     from serdistill.ensemble import StudentEnsemble, TeacherEnsemble
 
     config = apply_overrides(load_config("paper"), ['attributes=["arousal"]', 'unlabelled.source="none"',
                                                     "student.alphas=[0.5]", "student.betas=[0.5]"])
-    data = load_dataset(build_manifest("emodb", emodb_root()), verbose=False)
-    normaliser = data.normaliser()
-    X, y = data.arrays("train", attributes=["arousal"], normaliser=normaliser)
-    X_dev, y_dev = data.arrays("development", attributes=["arousal"], normaliser=normaliser)
+    splits = normalised_splits(emodb_dataset(), ["arousal"])
+    (X, y), (X_dev, y_dev) = splits["train"], splits["development"]
     teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
     heads = teachers.heads() if config.student.head != "own" else None
     students = StudentEnsemble(config, seed=0).fit(X, y, X_dev, y_dev, embeddings=teachers.embed(X), heads=heads)
+    curves = {kind: [np.array([e["dev_ccc"] for e in history], dtype=float) for history in found]
+              for kind, found in (("teacher", teachers.histories_), ("student", students.histories_))}
+    return curves, {"teacher": config.teacher.epochs, "student": config.student.epochs}
+
+
+def epochs_used(patience: int) -> dict[str, float]:
+    """The fraction of its epochs each model kind of the paper preset runs with ``patience``, on
+    EmoDB (mean over the 5 models; the baseline counted as a teacher)."""
+    curves, epochs = histories()
+    used = {kind: float(np.mean([stop_at(dev, patience) for dev in found])) / epochs[kind]
+            for kind, found in curves.items()}
+    return {"baseline": used["teacher"], **used}
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    curves, _ = histories()
     rows = []
-    for kind, histories in (("teacher", teachers.histories_), ("student", students.histories_)):
-        for i, history in enumerate(histories, 1):
-            dev = np.array([e["dev_ccc"] for e in history], dtype=float)
+    for kind, found in curves.items():
+        for i, dev in enumerate(found, 1):
             row = {"run": f"{kind} {i}", "epochs": len(dev), "best_epoch": int(np.nanargmax(dev)) + 1,
                    "best_dev": round(float(np.nanmax(dev)), 3)}
             for patience in PATIENCE:

@@ -15,18 +15,13 @@ import numpy as np
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from benchmarks.bench_accuracy import emodb_root
+    from benchmarks.bench_accuracy import emodb_dataset, normalised_splits
     from serdistill.config import apply_overrides, load_config
-    from serdistill.corpora import build_manifest
-    from serdistill.dataset import load_dataset
     from serdistill.ensemble import StudentEnsemble, TeacherEnsemble
 
     config = apply_overrides(load_config("quick"), ['attributes=["arousal"]', 'unlabelled.source="none"'])
-    data = load_dataset(build_manifest("emodb", emodb_root()), verbose=False)
-    normaliser = data.normaliser()
-    X, y = data.arrays("train", attributes=["arousal"], normaliser=normaliser)
-    X_dev, y_dev = data.arrays("development", attributes=["arousal"], normaliser=normaliser)
-    X_test, _ = data.arrays("test", attributes=["arousal"], normaliser=normaliser)
+    splits = normalised_splits(emodb_dataset(), ["arousal"])
+    (X, y), (X_dev, y_dev), (X_test, _) = splits["train"], splits["development"], splits["test"]
     teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
     embeddings = teachers.embed(X)
     predictions, rows = {}, []

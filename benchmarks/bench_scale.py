@@ -28,6 +28,15 @@ it is measured or extrapolated. The memory row compares the child's peak RSS (``
 from its start to its end: loading, normalising, all timings) with the feature matrix it
 loaded. ``--scale-fraction F`` shrinks every partition (a quick run; below 256 MiB the raw
 matrix is read into memory rather than held on disk).
+
+Issue 17's savings, from the same unit costs: (1) one training per alpha/beta ratio (the
+full grid's selection, exactly); (2) early stopping with ``--scale-patience`` epochs (the
+fraction of epochs each model kind runs is measured on EmoDB in this run, the largest real
+data here: MSP-Podcast's epochs are 67 times longer, so this is an assumption, stated in
+the row); (3) successive halving of the grid (reported apart: it does not keep the full
+grid's selection). Stacked students are not in these CPU figures: on this CPU they are
+slower than one at a time (``python -m benchmarks stacked``). The target compares the last
+full-grid row with the cost before issue 17 (every grid point trained, fixed epochs).
 """
 from __future__ import annotations
 
@@ -68,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="also measure the peak memory of a whole experiment of TRIALS trials cut to 1 epoch per "
                             "model, on the default local pool (one process per CPU, at most one per trial): "
                             "~25 min for 2 trials at full size")
+    group.add_argument("--scale-patience", type=int, default=10, metavar="P",
+                       help="early stopping for the 'after' rows: the epochs the paper preset's models run with "
+                            "patience P, measured on EmoDB in this run (~2 min; 0: leave those rows out)")
     group.add_argument("--scale-dir", type=Path, default=None, metavar="DIR",
                        help="keep the synthetic Parquet table here and reuse it (default: a temporary folder, removed)")
 
@@ -92,6 +104,12 @@ def run(args: argparse.Namespace) -> list[dict]:
                   flush=True)
         result = _child("measure", {"features": str(features), "manifest": str(manifest), "steps": steps,
                                     "mc_rows": mc_rows})
+        patience = int(getattr(args, "scale_patience", 10) or 0)
+        if patience > 0:  # (2): how many epochs early stopping leaves, on the largest real data here
+            from benchmarks.bench_epochs import epochs_used
+
+            print(f"  early stopping: the paper preset's models on EmoDB, patience {patience} (~2 min) ...", flush=True)
+            result["early_stops"] = {"patience": patience, "used": epochs_used(patience)}
         runs = []
         for workers in getattr(args, "scale_run", None) or []:
             print(f"  a whole cut-down train run, {workers} process(es) ...", flush=True)
@@ -293,26 +311,40 @@ def grid_trainings(config, *, per_ratio: bool = True) -> int:
     return len(points)
 
 
-def protocol_cost(units: dict, config, sizes: dict[str, int], *, per_ratio: bool = True) -> dict[str, float]:
-    """Seconds of one trial of ``config`` (all attributes), by part, from the unit costs;
-    ``per_ratio=False``: as before each ratio was trained once (every grid point trained)."""
+def protocol_cost(units: dict, config, sizes: dict[str, int], *, per_ratio: bool = True,
+                  epochs_used: dict[str, float] | None = None, halving: bool = False) -> dict[str, float]:
+    """Seconds of one trial of ``config`` (all attributes), by part, from the unit costs.
+
+    ``per_ratio=False``: as before each ratio was trained once (every grid point trained).
+    ``epochs_used``: early stopping, as the fraction of its epochs each model kind runs
+    (``{"baseline": f, "teacher": f, "student": f}``; 1 without early stopping).
+    ``halving``: the ts_test grid searched by successive halving (its rounds' epochs,
+    :func:`serdistill.ensemble.halving_plan`) instead of every ratio in full.
+    """
+    from serdistill.ensemble import halving_plan
+
+    used = {"baseline": 1.0, "teacher": 1.0, "student": 1.0, **(epochs_used or {})}
     B = config.train.batch_size
     N = len(config.teacher.dropouts)
     n, n_test, n_u = sizes["train"], sizes["test"], sizes["unlabeled"]
     grid = grid_trainings(config, per_ratio=per_ratio)
+    E = config.student.epochs
+    # the grid's student epochs per student: every ratio in full, or halving's rounds
+    grid_epochs = (sum(k * e for k, e in halving_plan(grid, E, config.student.halving_factor)) if halving
+                   else grid * E)
     attributes = len(config.attributes)
     top = int(round(0.75 * n_test))
-    student_epochs = (grid * _epoch(units, "student", B, n, n_test)        # ts_test grid
-                      + _epoch(units, "student", B, n, n_u)                 # ts_unlabeled
-                      + _epoch(units, "student", B, n + n_test)             # ts_pseudo
-                      + _epoch(units, "student", B, n, top)                 # ts_top75
-                      + _epoch(units, "student", B, n)                      # no unlabelled data
-                      + _epoch(units, "student", B, n, n_test))             # no MC dropout
+    student_epochs = (grid_epochs * _epoch(units, "student", B, n, n_test)     # ts_test grid
+                      + E * (_epoch(units, "student", B, n, n_u)               # ts_unlabeled
+                             + _epoch(units, "student", B, n + n_test)         # ts_pseudo
+                             + _epoch(units, "student", B, n, top)             # ts_top75
+                             + _epoch(units, "student", B, n)                  # no unlabelled data
+                             + _epoch(units, "student", B, n, n_test)))        # no MC dropout
     parts = {
-        "baseline": config.baseline.epochs * _epoch(units, "baseline", B, n),
-        "teachers": N * config.teacher.epochs * _epoch(units, "teacher", B, n),
+        "baseline": used["baseline"] * config.baseline.epochs * _epoch(units, "baseline", B, n),
+        "teachers": used["teacher"] * N * config.teacher.epochs * _epoch(units, "teacher", B, n),
         "mc": N * (n + n_test + n_u) * units[f"mc_row_{config.mc.passes}"],
-        "students": N * config.student.epochs * student_epochs,
+        "students": used["student"] * N * student_epochs,
         "predict": (grid + 5) * units["ensemble_predict_test"],
     }
     return {k: attributes * v for k, v in parts.items()}
@@ -367,12 +399,22 @@ def _rows(result: dict, sizes: dict, fraction: float, steps: int, mc_rows: int) 
     for passes in sorted({paper.mc.passes, quick.mc.passes}, reverse=True):
         rows.append({"item": f"MC dropout, 1 teacher x {passes} passes x {rows_mc} segments", "how":
                      f"extrapolated ({result['mc_rows']} segments timed)", "seconds": u[f"mc_row_{passes}"] * rows_mc})
-    for label, config, per_ratio in (("quick", quick, True), ("paper, every grid point trained (before)", paper, False),
-                                     ("paper", paper, True)):
-        parts = protocol_cost(u, config, sizes, per_ratio=per_ratio)
-        label = label if per_ratio is False or label == "quick" else (
-            f"paper, one training per alpha/beta ratio ({grid_trainings(config)} of "
-            f"{len(config.student.alphas) * len(config.student.betas)} points)")
+    protocols = [("quick", quick, {}), ("paper, every grid point trained, fixed epochs (before)", paper,
+                                        {"per_ratio": False}),
+                 (f"paper, (1) one training per alpha/beta ratio ({grid_trainings(paper)} of "
+                  f"{len(paper.student.grid())} points)", paper, {})]
+    stops = result.get("early_stops")
+    if stops:
+        detail = ", ".join(f"{k}s {v:.0%}" for k, v in stops["used"].items())
+        protocols.append((f"paper, (1) + (2) early stopping, patience {stops['patience']} (epochs run, measured on "
+                          f"EmoDB in this run: {detail})", paper, {"epochs_used": stops["used"]}))
+        protocols.append(("paper, (1) + (2) + (3) successive halving of the grid (not the full grid's selection)",
+                          paper, {"epochs_used": stops["used"], "halving": True}))
+    protocols.append(("paper, (1) + (3) successive halving, fixed epochs (not the full grid's selection)", paper,
+                      {"halving": True}))
+    totals = {}
+    for label, config, options in protocols:
+        parts = protocol_cost(u, config, sizes, **options)
         trial = sum(parts.values())
         detail = ", ".join(f"{k} {_hours(v)}" for k, v in parts.items())
         rows.append({"item": f"one trial, {label} protocol (3 attributes): {detail}", "how": "extrapolated",
@@ -380,6 +422,19 @@ def _rows(result: dict, sizes: dict, fraction: float, steps: int, mc_rows: int) 
         trials = config.protocol.trials
         rows.append({"item": f"{label} protocol, {trials} trials", "how": "extrapolated", "seconds": trial * trials,
                      "value": _hours(trial * trials)})
+        totals[label] = trial * trials
+    before = next(v for k, v in totals.items() if "(before)" in k)
+    kept = [(k, v) for k, v in totals.items() if k.startswith("paper") and "halving" not in k and "(before)" not in k]
+    label, after = kept[-1]
+    rows.append({"item": "paper protocol, full grid's selection: after / before", "how": "extrapolated",
+                 "value": f"{after / before:.2f}x ({_hours(after)} against {_hours(before)})",
+                 "target": f"the paper protocol with the full grid's selection at or below 1/4 of its cost before "
+                           f"issue 17 (got {after / before:.2f}x: {label.split(' (')[0]})",
+                 "passed": after <= before / 4})
+    for k, v in totals.items():
+        if "halving" in k:
+            rows.append({"item": f"{k.split(' (not')[0]}: after / before", "how": "extrapolated",
+                         "value": f"{v / before:.2f}x ({_hours(v)})"})
     matrix = result["matrix_bytes"]
     peak = result["rss_peak"]
     rows.append({"item": f"peak RSS after loading + normalising (matrix {matrix / 1e9:.2f} GB, on disk: {result['on_disk']})",

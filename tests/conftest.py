@@ -5,6 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core machine, 2 threads on tiny matrices can be 100x
+    slower, and bit-identical results are promised for the same seed *and* thread count
+    (the Ray tasks use 1 too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 @pytest.fixture(scope="session")
 def emodb_root() -> Path:

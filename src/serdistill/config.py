@@ -235,6 +235,12 @@ class TrainConfig(_Section):
             predicting on the original scale (**decided**). CCC is unchanged by the same
             affine map of predictions and labels, so this only reparametrises the output
             layer; it lets 1 − CCC move predictions to labels far from 0 (1..7).
+        stacked: train the teachers, and the students, as stacked networks (:mod:`serdistill.stacked`):
+            ``"auto"`` (on CUDA, not on the CPU, where it was measured slower:
+            docs/performance.md), ``"on"`` or ``"off"``. The same students to float
+            tolerance either way.
+        stack_points: with stacking, the alpha/beta points (distinct ratios) trained in one
+            stack, each with its N students.
     """
 
     SECTION = "train"
@@ -243,6 +249,12 @@ class TrainConfig(_Section):
     checkpoint_every: int = _positive_int(1, "epochs between checkpoints")
     init: str = _field("glorot", _Check(str, choices=("glorot", "torch")))
     standardise_labels: bool = _field(True, _Check(bool))
+    stacked: str = _field("auto", _Check(str, choices=("auto", "on", "off")), "teachers and students as stacked networks")
+    stack_points: int = _positive_int(4, "alpha/beta points per stack")
+
+    def stacks(self) -> bool:
+        """Whether the students train stacked (``stacked``, ``"auto"`` resolved for ``device``)."""
+        return self.stacked == "on" or (self.stacked == "auto" and self.device.startswith("cuda"))
 
     def _check_together(self) -> None:
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
@@ -345,6 +357,14 @@ class StudentConfig(_Section):
     units) or ``"relative"`` (that MSE divided by the mean square of the teacher's training
     embedding: a scale-free term, which weighs as much as 1 − CCC; plain, it is an order of
     magnitude smaller on EmoDB, and the students barely learn the embedding).
+
+    ``ratios`` gives the grid as alpha/beta ratios instead (each ratio r is the point
+    (r/(1+r), 1/(1+r))); with NAdam or Adam only the ratio matters (docs/experiment.md).
+    ``search`` is how the grid is searched: ``"grid"`` (every distinct ratio trained in
+    full, the paper's) or ``"halving"`` (successive halving: every ratio trained for a
+    fraction of the budget, the best 1/``halving_factor`` of them continued with
+    ``halving_factor`` times the budget, and so on; the last round trains the survivors in
+    full and picks among them).
     """
 
     SECTION = "student"
@@ -366,6 +386,24 @@ class StudentConfig(_Section):
                       "embedding's mean square)")
     head: str = _field("own", _Check(str, choices=STUDENT_HEADS),
                        "the output layer: 'own' (drawn), 'teacher' (starts as teacher i's) or 'frozen' (teacher i's, fixed)")
+    ratios: tuple[float, ...] | None = _field(None, _Check("floats", low=0.0, low_open=True, optional=True),
+                                              "the grid as alpha/beta ratios (replaces alphas x betas)")
+    search: str = _field("grid", _Check(str, choices=("grid", "halving")),
+                         "'grid' (every ratio in full) or 'halving' (successive halving over the ratios)")
+    halving_factor: int = _field(3, _Check(int, low=2), "halving: keep the best 1/factor each round")
+
+    def grid(self) -> list[tuple[float, float]]:
+        """The (alpha, beta) points searched: ``alphas`` x ``betas``, or one point per ratio.
+
+        Examples:
+            >>> StudentConfig(alphas=(0.2, 0.4), betas=(0.4,)).grid()
+            [(0.2, 0.4), (0.4, 0.4)]
+            >>> StudentConfig(ratios=(1.0, 3.0)).grid()
+            [(0.5, 0.5), (0.75, 0.25)]
+        """
+        if self.ratios is not None:
+            return [(r / (1.0 + r), 1.0 / (1.0 + r)) for r in self.ratios]
+        return [(a, b) for a in self.alphas for b in self.betas]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import os
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -47,6 +47,7 @@ from serdistill.metrics import ccc
 from serdistill.health import failed_members
 from serdistill.models import MLP
 from serdistill.reference import LinearReference
+from serdistill.stacked import StudentJob, fit_students_stacked, fit_teachers_stacked
 from serdistill.storage import (
     PageBudget,
     is_on_disk,
@@ -61,12 +62,14 @@ from serdistill.training import (
     SCALE_FREE_OPTIMIZERS,
     EpochHook,
     FitResult,
+    Schedule,
     derive_seed,
     fit_baseline,
     fit_student,
     fit_teacher,
     load_checkpoint,
     loss_weights,
+    n_batches,
     predict_mlp,
     resolve_device,
     save_checkpoint,
@@ -205,6 +208,18 @@ class TeacherEnsemble:
         N = len(config.teacher.dropouts)
         if self.engine is not None:
             self._fit_on_engine(X, y, X_dev, y_dev, config)
+        elif config.train.stacks():  # one stacked network ([train] stacked; the default on CUDA)
+            logger.info("Training %d teachers as one stacked network", N)
+            results = fit_teachers_stacked(
+                X, y, X_dev, y_dev, dropouts=config.teacher.dropouts,
+                seeds=[derive_seed(self.seed_, "teacher", i) for i in range(N)],
+                names=[f"teacher {i + 1}/{N} (p={p:g})" for i, p in enumerate(config.teacher.dropouts)],
+                hooks=[_hook(self.on_epoch, stage="teacher", member=i) for i in range(N)],
+                config=config.teacher, train=config.train, checkpoint=_ckpt(self.checkpoint_dir, "teachers_stack.pt"))
+            for result in results:
+                self.models_.append(result.model)
+                self.histories_.append(result.history)
+                self.dev_ccc_.append(result.best_score)
         else:
             for i, p in enumerate(config.teacher.dropouts):
                 name = f"teacher {i + 1}/{N} (p={p:g})"
@@ -392,6 +407,23 @@ def summarise_teachers(results: Sequence[MCResult] | TeacherMC, *, return_std: b
     return _squeeze(mean), _squeeze(std)
 
 
+def halving_plan(ratios: int, epochs: int, factor: int = 3) -> list[tuple[int, int]]:
+    """Successive halving's rounds: (ratios trained, epochs each), the last round in full.
+
+    Examples:
+        >>> halving_plan(55, 50)  # the paper's grid: 55 distinct ratios, 50 epochs
+        [(55, 2), (19, 6), (7, 17), (3, 50)]
+        >>> halving_plan(3, 50)
+        [(3, 50)]
+    """
+    sizes = [int(ratios)]
+    while sizes[-1] > factor:
+        sizes.append(-(-sizes[-1] // factor))
+    rounds = len(sizes) - 1
+    return [(size, max(1, -(-epochs // factor ** (rounds - r))) if r < rounds else epochs)
+            for r, size in enumerate(sizes)]
+
+
 class StudentEnsemble:
     """N students, student i taught by teacher i's embedding with Eq. 1.
 
@@ -469,7 +501,7 @@ class StudentEnsemble:
         if self.alpha is not None and self.beta is not None:
             grid = [(float(self.alpha), float(self.beta))]
         else:
-            grid = [(a, b) for a in config.student.alphas for b in config.student.betas]
+            grid = config.student.grid()
         folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         done = _read_grid(folder)
         self.grid_: list[dict[str, Any]] = []
@@ -488,27 +520,35 @@ class StudentEnsemble:
         ratio = (lambda a, b: loss_weights(a, b)[0]) if config.student.optimizer in SCALE_FREE_OPTIMIZERS else (
             lambda a, b: (a, b))
         first: dict[Any, dict[str, Any]] = {}
+        # successive halving: the ratios it drops, each with its row from the last round it ran
+        eliminated = (self._halving(grid, ratio, data, config, seed, folder)
+                      if config.student.search == "halving" and len(grid) > 1 else {})
         for g, (alpha, beta) in enumerate(grid):
             key = self._key(alpha, beta)
             if key in done:
                 self.grid_.append(done[key])
                 first.setdefault(ratio(alpha, beta), done[key])
                 continue
-            same = first.get(ratio(alpha, beta))
-            if same is not None:  # trained already, under another point of the same ratio
+            same = first.get(ratio(alpha, beta)) or eliminated.get(ratio(alpha, beta))
+            if same is not None:  # trained already, under another point of the same ratio (or dropped by halving)
                 row = {**same, "alpha": alpha, "beta": beta, "seconds": 0.0, "same_as": [same["alpha"], same["beta"]]}
+                if (same["alpha"], same["beta"]) == (alpha, beta):
+                    row = {k: v for k, v in same.items()}
+                    first[ratio(alpha, beta)] = row
                 self.grid_.append(row)
                 if folder is not None:
                     done[key] = row
                     write_json(folder / "grid.json", _jsonable(done))
                 continue
-            if self.engine is not None and key not in trained:  # the next points, in parallel
-                upcoming, ratios = [], set(first)
+            stacked = self.engine is None and config.train.stacks()
+            if (self.engine is not None or stacked) and key not in trained:  # the next points together
+                upcoming, ratios = [], set(first) | set(eliminated)
                 for a, b in grid[g:]:
                     if self._key(a, b) not in done and ratio(a, b) not in ratios:
                         upcoming.append((a, b))
                         ratios.add(ratio(a, b))
-                trained = self._fit_on_engine(upcoming[:ENGINE_GRID_POINTS], data, config, seed, folder)
+                trained = (self._fit_stacked(upcoming[:config.train.stack_points], data, config, seed, folder)
+                           if stacked else self._fit_on_engine(upcoming[:ENGINE_GRID_POINTS], data, config, seed, folder))
             tic = time.perf_counter()
             results = trained.pop(key, None) or [
                 self._fit_one(i, alpha, beta, data, config, seed, folder) for i in range(len(embeddings))]
@@ -532,6 +572,8 @@ class StudentEnsemble:
                 write_json(folder / "grid.json", _jsonable(done))
                 for i in range(len(embeddings)):
                     (folder / f"{key}_s{i}.pt").unlink(missing_ok=True)
+        for stale in folder.glob("stack_*.pt") if folder is not None else ():  # every point is in grid.json
+            stale.unlink(missing_ok=True)
         if best_models is None:  # the best grid point was finished in an earlier run
             state = load_checkpoint(folder / "best.pt", map_location=resolve_device(config.train.device))  # type: ignore[operator]
             best_models = [self._new_member(X.shape[1], y.shape[1], config) for _ in range(len(embeddings))]
@@ -564,6 +606,103 @@ class StudentEnsemble:
     @staticmethod
     def _key(alpha: float, beta: float) -> str:
         return f"a{alpha:g}_b{beta:g}"
+
+    def _train_points(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config, seed: int,
+                      folder: Path | None) -> dict[str, list[FitResult]]:
+        """Every student of ``points``: on the engine, stacked, or one at a time here; ``{point key: results}``."""
+        if self.engine is not None:
+            return self._fit_on_engine(points, data, config, seed, folder)
+        trained: dict[str, list[FitResult]] = {}
+        if config.train.stacks():
+            for start in range(0, len(points), config.train.stack_points):
+                trained.update(self._fit_stacked(points[start:start + config.train.stack_points], data, config, seed,
+                                                 folder))
+            return trained
+        for a, b in points:
+            trained[self._key(a, b)] = [self._fit_one(i, a, b, data, config, seed, folder)
+                                        for i in range(len(data["embeddings"]))]
+        return trained
+
+    def _halving(self, grid: list[tuple[float, float]], ratio: Callable[[float, float], Any], data: dict[str, Any],
+                 config: Config, seed: int, folder: Path | None) -> dict[Any, dict[str, Any]]:
+        """Successive halving over the grid's distinct ratios; ``{ratio: row}`` of the ones dropped.
+
+        Round r of R trains the surviving ratios' students for ``E / factor^(R - r + 1)``
+        epochs (E: the full schedule's epochs), from their initial weights (a prefix of their
+        full training, so nothing is kept between rounds), and keeps the best 1/factor on the
+        ensemble's development CCC (ties in grid order). The survivors of the last round are
+        then trained in full by the grid loop, which picks among them. Finished rounds are
+        kept in ``folder/halving.json`` and not rerun.
+        """
+        reps: dict[Any, tuple[float, float]] = {}
+        for a, b in grid:
+            reps.setdefault(ratio(a, b), (a, b))
+        alive = list(reps)
+        n_u = 0 if data["X_unlabelled"] is None else len(data["X_unlabelled"])
+        B = config.train.batch_size
+        epochs = Schedule.of(config.student, max(n_batches(len(data["X"]), B), n_batches(n_u, B) if n_u else 0)).epochs
+        plan = halving_plan(len(alive), epochs, config.student.halving_factor)
+        rounds = len(plan) - 1
+        sizes = [size for size, _ in plan]
+        path = None if folder is None else folder / "halving.json"
+        saved: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+        eliminated: dict[Any, dict[str, Any]] = {}
+        for r in range(1, rounds + 1):
+            budget = plan[r - 1][1]
+            short = replace(config, student=replace(config.student, epochs=budget, steps=None, min_epochs=None))
+            rows = saved.setdefault(str(r), {})
+            todo = [reps[q] for q in alive if self._key(*reps[q]) not in rows]
+            logger.info("Successive halving, round %d of %d: %d ratios for %d of %d epochs (%d to train)", r, rounds,
+                        len(alive), budget, epochs, len(todo))
+            for start in range(0, len(todo), ENGINE_GRID_POINTS):  # a few points at a time: their students in memory
+                tic = time.perf_counter()
+                chunk = todo[start:start + ENGINE_GRID_POINTS]
+                for key, results in self._train_points(chunk, data, short, seed, None).items():
+                    a, b = next(p for p in chunk if self._key(*p) == key)
+                    score = _dev_score(_stacked_predict([m.model for m in results], data["X_dev"]).mean(axis=0),
+                                       data["y_dev"])
+                    rows[key] = {"alpha": a, "beta": b, "dev_ccc": _finite(score),
+                                 "member_dev_ccc": [_finite(m.best_score) for m in results],
+                                 "best_epochs": [m.best_epoch for m in results], "halving_round": r,
+                                 "budget_epochs": budget, "seconds": (time.perf_counter() - tic) / len(chunk)}
+                if path is not None:
+                    write_json(path, _jsonable(saved))
+            scores = {q: rows[self._key(*reps[q])]["dev_ccc"] for q in alive}
+            ranked = sorted(alive, key=lambda q: -(scores[q] if scores[q] is not None else -math.inf))  # stable
+            keep = set(ranked[:sizes[r]])
+            for q in alive:
+                if q not in keep:
+                    eliminated[q] = {**rows[self._key(*reps[q])], "eliminated": True}
+            alive = [q for q in alive if q in keep]
+        logger.info("Successive halving: %d ratios left for the full budget", len(alive))
+        return eliminated
+
+    def _fit_stacked(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config, seed: int,
+                     folder: Path | None) -> dict[str, list[FitResult]]:
+        """Every student of ``points`` as one stacked network (:mod:`serdistill.stacked`); ``{point key: results}``."""
+        N = len(data["embeddings"])
+        emb_u, heads = data["embeddings_unlabelled"], data.get("heads")
+        targets = [data["embeddings"][i] for i in range(N)]  # one view per teacher: shared by its students
+        targets_u = [None if emb_u is None else emb_u[i] for i in range(N)]
+        jobs = [StudentJob(target=targets[i], target_unlabelled=targets_u[i], alpha=a, beta=b,
+                           seed=derive_seed(seed, "student", i), head=None if heads is None else (heads[0][i], heads[1][i]),
+                           name=f"student {i + 1}/{N} (alpha={a:g}, beta={b:g})",
+                           on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b))
+                for a, b in points for i in range(N)]
+        logger.info("Training %d students (%d alpha/beta points) as one stacked network", len(jobs), len(points))
+        checkpoint = _ckpt(folder, f"stack_{self._key(*points[0])}_{len(points)}.pt")
+        try:
+            results = fit_students_stacked(data["X"], data["y"], data["X_dev"], data["y_dev"], jobs,
+                                           X_unlabelled=data["X_unlabelled"], config=config.student,
+                                           train=config.train, checkpoint=checkpoint)
+        finally:  # no-ops for in-memory arrays
+            for array in (*targets, *targets_u):
+                if array is not None:
+                    release_rows(array, 0, len(array))
+        trained: dict[str, list[FitResult]] = {}
+        for (a, b, _), result in zip(((a, b, i) for a, b in points for i in range(N)), results):
+            trained.setdefault(self._key(a, b), []).append(result)
+        return trained
 
     def _fit_on_engine(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config,
                        seed: int, folder: Path | None) -> dict[str, list[FitResult]]:

@@ -545,6 +545,8 @@ def collect(run_dir: str | Path, config: Config) -> tuple[pd.DataFrame, pd.DataF
                     rows.append({"trial": t, "setting": info["setting"], "attribute": attribute,
                                  "ccc": np.nan if value is None else value})
                 for point in info.get("grid", []):
+                    if point.get("eliminated"):  # dropped by successive halving: no full-budget score
+                        point = {**point, "dev_ccc": None}
                     for attribute in attributes:
                         grid_rows.append({"trial": t, "attribute": attribute if len(attributes) == 1 else name,
                                           "alpha": point["alpha"], "beta": point["beta"],
@@ -609,10 +611,10 @@ def _bar(total: int, enabled: bool):
 
 
 def _config_identity(config: Config) -> dict[str, Any]:
-    """What finished results depend on: the config without trials, device and the protocol's reporting."""
+    """What finished results depend on: the config without trials, device, stacking and the protocol's reporting."""
     data = config.to_dict()
     data["protocol"] = {k: v for k, v in data["protocol"].items() if k not in ("trials", "significance", "settings")}
-    data["train"] = {k: v for k, v in data["train"].items() if k not in ("device", "checkpoint_every")}
+    data["train"] = {k: v for k, v in data["train"].items() if k not in ("device", "checkpoint_every", "stacked", "stack_points")}
     return data
 
 

@@ -610,7 +610,7 @@ def _rows(X: Any, X_t: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], t
 
 def _labelled_tensors(X, y, device: torch.device, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     X_t = _as_tensor(X, device)
-    y_t = torch.as_tensor(np.asarray(y, dtype=np.float32))
+    y_t = torch.as_tensor(np.array(y, dtype=np.float32))  # a copy: labels are small, and may be read-only
     if y_t.ndim == 1:
         y_t = y_t[:, None]
     if len(y_t) != len(X_t):

@@ -74,3 +74,26 @@ def test_train_on_cuda_writes_a_bundle_that_runs_on_the_cpu(tmp_path: Path, tiny
     on_cpu, on_gpu = load_bundle(bundle, device="cpu"), load_bundle(bundle, device="cuda")
     for a, b in zip(on_gpu.predict_features(X), on_cpu.predict_features(X)):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_stacked_students_on_the_gpu_equal_separate_ones():
+    """On CUDA the students train stacked by default ([train] stacked = "auto"): the same students."""
+    from serdistill.config import StudentConfig, TrainConfig
+    from serdistill.stacked import StudentJob, fit_students_stacked
+    from serdistill.training import fit_student, predict_mlp
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 20)).astype(np.float32)
+    y = (X[:, :1] + 4).astype(np.float32)
+    U = rng.normal(size=(60, 20)).astype(np.float32)
+    E, EU = rng.normal(size=(200, 8)).astype(np.float32), rng.normal(size=(60, 8)).astype(np.float32)
+    assert TrainConfig(device="cuda").stacks()
+    config, train = StudentConfig(hidden=(16, 8), epochs=8, patience=3, lr=3e-4), TrainConfig(batch_size=32, device="cuda")
+    jobs = [StudentJob(target=E, target_unlabelled=EU, alpha=a, beta=1 - a, seed=s) for s in (1, 2) for a in (0.3, 0.7)]
+    stacked = fit_students_stacked(X, y, X, y, jobs, X_unlabelled=U, config=config, train=train)
+    for job, got in zip(jobs, stacked):
+        want = fit_student(X, y, X, y, target=E, target_unlabelled=EU, X_unlabelled=U, alpha=job.alpha, beta=job.beta,
+                           config=config, train=train, seed=job.seed)
+        assert got.best_epoch == want.best_epoch
+        np.testing.assert_allclose(predict_mlp(got.model, X, device="cuda"), predict_mlp(want.model, X, device="cuda"),
+                                   atol=1e-4, rtol=0)

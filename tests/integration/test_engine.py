@@ -39,15 +39,6 @@ def ray_engine():
         os.environ["RAY_AUTH_MODE"] = saved
 
 
-@pytest.fixture
-def one_thread():
-    """The same torch threads here as in the Ray tasks (1): float sums then match bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def split(n: int, seed: int, d: int = 12) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d)).astype(np.float32)

@@ -477,3 +477,87 @@ def test_sgd_students_are_not_normalised_nor_shared(data):
     teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
     grid = StudentEnsemble(config, seed=0).fit(X, y, X_dev, y_dev, embeddings=teachers.embed(X))
     assert not any("same_as" in r for r in grid.grid_)  # SGD's step scales with the loss: every point trains
+
+
+# --- stacked students (issue 17, item 4) --------------------------------------------------
+
+
+def test_stacked_grid_trains_the_same_students_and_picks_the_same_point(data, tmp_path):
+    X, y, X_dev, y_dev, X_test, _ = data
+    config = tiny(student={"alphas": [0.2, 0.4, 0.9], "betas": [0.4, 0.8]})  # 6 points, 5 ratios
+    teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
+    embeddings, embeddings_u = teachers.embed(X), teachers.embed(X_test)
+    kwargs = dict(embeddings=embeddings, X_unlabelled=X_test, embeddings_unlabelled=embeddings_u)
+    separate = StudentEnsemble(config.updated({"train": {"stacked": "off"}}), seed=0).fit(X, y, X_dev, y_dev, **kwargs)
+    stacked_config = config.updated({"train": {"stacked": "on", "stack_points": 2}})
+    stacked = StudentEnsemble(stacked_config, seed=0, checkpoint_dir=tmp_path).fit(X, y, X_dev, y_dev, **kwargs)
+    assert (stacked.alpha_, stacked.beta_) == (separate.alpha_, separate.beta_)
+    for a, b in zip(separate.grid_, stacked.grid_):
+        assert (a["alpha"], a["beta"], a.get("same_as")) == (b["alpha"], b["beta"], b.get("same_as"))
+        assert a["best_epochs"] == b["best_epochs"]
+        assert a["dev_ccc"] == pytest.approx(b["dev_ccc"], abs=1e-5)
+    np.testing.assert_allclose(stacked.predict_members(X_test), separate.predict_members(X_test), atol=1e-5, rtol=0)
+    assert not list(tmp_path.glob("stack_*.pt"))  # the stacks' checkpoints go once the grid is done
+    assert stacked.histories_[0][0]["stacked"] >= 1
+
+
+def test_stacking_is_on_for_cuda_and_off_for_the_cpu_by_default():
+    assert tiny().train.stacked == "auto" and not tiny().train.stacks()
+    assert tiny(train={"device": "cuda"}).train.stacks()
+    assert tiny(train={"stacked": "on"}).train.stacks() and not tiny(train={"device": "cuda", "stacked": "off"}).train.stacks()
+    with pytest.raises(ConfigError, match="stacked"):
+        tiny(train={"stacked": "yes"})
+
+
+# --- successive halving (issue 17, item 3) ------------------------------------------------
+
+HALVING = {"alphas": [0.1, 0.5, 0.9], "betas": [0.2, 0.6, 1.0], "epochs": 6, "search": "halving"}  # 9 ratios
+
+
+def test_halving_trains_the_best_third_in_full_and_picks_among_them(data, tmp_path, monkeypatch):
+    X, y, X_dev, y_dev, X_test, _ = data
+    config = tiny(student=HALVING)
+    teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
+    embeddings = teachers.embed(X)
+    halving = StudentEnsemble(config, seed=0, checkpoint_dir=tmp_path).fit(X, y, X_dev, y_dev, embeddings=embeddings)
+    rows = {(r["alpha"], r["beta"]): r for r in halving.grid_}
+    dropped = [p for p, r in rows.items() if r.get("eliminated")]
+    finalists = [p for p, r in rows.items() if not r.get("eliminated")]
+    assert len(dropped) == 6 and len(finalists) == 3
+    assert all(rows[p]["budget_epochs"] == 2 and rows[p]["halving_round"] == 1 for p in dropped)
+    # a round's score is the prefix of the full training: the same as training that point for 2 epochs
+    a, b = dropped[0]
+    short = StudentEnsemble(tiny(student={**HALVING, "epochs": 2}), alpha=a, beta=b, seed=0).fit(
+        X, y, X_dev, y_dev, embeddings=embeddings)
+    assert rows[(a, b)]["dev_ccc"] == short.grid_[0]["dev_ccc"]
+    # the survivors were the three best of round 1, and the choice is the best of them in full
+    round1 = json.loads((tmp_path / "halving.json").read_text())["1"]
+    assert min(round1[StudentEnsemble._key(*p)]["dev_ccc"] for p in finalists) >= max(rows[p]["dev_ccc"] for p in dropped)
+    full = {p: StudentEnsemble(config, alpha=p[0], beta=p[1], seed=0).fit(X, y, X_dev, y_dev, embeddings=embeddings)
+            for p in finalists}
+    chosen = max(finalists, key=lambda p: full[p].grid_[0]["dev_ccc"])
+    assert (halving.alpha_, halving.beta_) == chosen
+    np.testing.assert_array_equal(halving.predict_members(X_test), full[chosen].predict_members(X_test))
+    # a rerun reads the finished rounds and the finished grid: nothing trains again
+    monkeypatch.setattr(StudentEnsemble, "_train_points", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(StudentEnsemble, "_fit_one", lambda *a, **k: pytest.fail("trained again"))
+    again = StudentEnsemble(config, seed=0, checkpoint_dir=tmp_path).fit(X, y, X_dev, y_dev, embeddings=embeddings)
+    assert (again.alpha_, again.beta_) == chosen
+
+
+def test_grid_as_ratios_and_small_grids_are_not_halved(data):
+    X, y, X_dev, y_dev, _, _ = data
+    config = tiny(student={"ratios": [0.5, 2.0], "search": "halving", "epochs": 2})
+    assert config.student.grid() == [(1 / 3, 2 / 3), (2 / 3, 1 / 3)]
+    teachers = TeacherEnsemble(config, seed=0).fit(X, y, X_dev, y_dev)
+    students = StudentEnsemble(config, seed=0).fit(X, y, X_dev, y_dev, embeddings=teachers.embed(X))
+    assert len(students.grid_) == 2 and not any(r.get("eliminated") for r in students.grid_)
+
+
+def test_stacked_teacher_ensemble_equals_the_separate_one(data, tmp_path):
+    X, y, X_dev, y_dev, X_test, _ = data
+    separate = TeacherEnsemble(tiny(), seed=0).fit(X, y, X_dev, y_dev)
+    stacked = TeacherEnsemble(tiny(train={"stacked": "on"}), seed=0, checkpoint_dir=tmp_path).fit(X, y, X_dev, y_dev)
+    assert [h[-1]["best_epoch"] for h in separate.histories_] == [h[-1]["best_epoch"] for h in stacked.histories_]
+    np.testing.assert_allclose(stacked.embed(X_test), separate.embed(X_test), atol=1e-5, rtol=0)
+    assert (tmp_path / "teachers_stack.pt").is_file()

@@ -11,6 +11,8 @@ import torch
 from serdistill.mc_dropout import mc_dropout, mc_dropout_naive
 from serdistill.models import MLP
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 D = 24  # input features
 N = 37  # segments: not a multiple of any block size below
 
@@ -20,15 +22,6 @@ def make_teacher(p: float, hidden=(16, 16, 16, 16), out_dim: int = 1, seed: int 
               generator=torch.Generator().manual_seed(seed))
     # a non-trivial label scaling, so the folded output scaling is exercised
     return net.set_output_scaling(torch.linspace(1.5, 2.5, out_dim), torch.linspace(4.0, 3.0, out_dim))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads on tiny matrices can be 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

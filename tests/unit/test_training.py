@@ -22,17 +22,9 @@ from serdistill.training import (
 )
 from serdistill.config import BaselineConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 D = 10
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: fast on tiny matrices on a shared machine, and a fixed thread count
-    (bit-identical results are promised for the same seed *and* thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_data(n: int, *, seed: int = 0, d: int = D, noise: float = 0.1):

@@ -168,11 +168,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, training: bool = Tr
                                 "training here, with torch's own threads")
 
 
-def engine_from_args(args: argparse.Namespace):
+def engine_from_args(args: argparse.Namespace, config=None):
     """The engine of ``--engine``: Ray, or a local pool of ``--workers / --task-cpus`` processes.
 
     None (everything in this process) for ``local`` where that pool would have one process,
-    and for commands without ``--task-cpus`` (``extract`` has its own ``--workers`` pool).
+    for commands without ``--task-cpus`` (``extract`` has its own ``--workers`` pool), and
+    when ``config`` trains stacked networks (``[train] stacked``, the default on CUDA): one
+    process then trains every teacher, and every student of several grid points, at once.
     """
     from serdistill.engine import get_engine
 
@@ -180,7 +182,7 @@ def engine_from_args(args: argparse.Namespace):
         return get_engine("ray", address=args.ray_address, num_cpus=args.ray_cpus,
                           task_cpus=getattr(args, "task_cpus", 1))
     task_cpus = getattr(args, "task_cpus", None)
-    if task_cpus is None:
+    if task_cpus is None or (config is not None and config.train.stacks()):
         return None
     processes = max(1, int(getattr(args, "workers", None) or default_workers()) // task_cpus)
     return get_engine("local", workers=processes, task_cpus=task_cpus) if processes > 1 else None

@@ -110,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.restart and folder.exists():
         shutil.rmtree(folder)
 
-    engine = engine_from_args(args)  # teachers and students as tasks (Ray: extraction chunks too)
+    engine = engine_from_args(args, config)  # teachers and students as tasks (Ray: extraction chunks too)
     progress = Progress(enabled=not args.quiet)
     try:
         data = load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
