@@ -28,12 +28,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import json
 import logging
 import math
 import os
-import platform
 import shutil
 import tempfile
 import warnings
@@ -48,7 +46,7 @@ from serdistill import __version__
 from serdistill.config import Config
 from serdistill.audio import MIN_LEVEL
 from serdistill.errors import BundleError, SerdistillError
-from serdistill.io import DIR_MODE, write_json, write_text
+from serdistill.io import DIR_MODE, installed_versions, jsonable, write_json, write_text
 from serdistill.manifest import DEFAULT_LABEL_RANGE
 from serdistill.normalise import Normaliser
 
@@ -79,21 +77,6 @@ class IntegrityWarning(UserWarning):
 
 # ---------------------------------------------------------------------------------------
 # Versions
-
-
-def installed_versions() -> dict[str, str]:
-    """The versions a bundle records: serdistill, python, torch, numpy, opensmile, platform."""
-    import torch
-
-    return {"serdistill": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "opensmile": _dist_version("opensmile"), "platform": platform.platform()}
-
-
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _release(version: str, parts: int) -> tuple[str, ...]:
@@ -171,7 +154,7 @@ def save_bundle(path: PathLike, model: Any, normaliser: Normaliser, features: Ma
         write_text(tmp / "config.toml", _config(model).to_toml())
         write_json(tmp / "features.json", dict(features))
         write_json(tmp / "versions.json", installed_versions())
-        write_json(tmp / "metrics.json", _jsonable(metrics))
+        write_json(tmp / "metrics.json", jsonable(metrics))
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
                  for name in FILES if name != "bundle.json"}
         write_json(tmp / "bundle.json", {
@@ -243,20 +226,6 @@ def _metrics(model: Any) -> dict[str, Any]:
         "alpha": dict(model.alpha_), "beta": dict(model.beta_), "grid": dict(model.grid_),
         "unlabelled": dict(model.unlabelled_), "fit_seconds": getattr(model, "fit_seconds_", None),
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ part of the method. Presets are files (``configs/default.toml``, ``configs/quick
 
     The 'lr' parameter of [teacher] must be a float in the range (0, inf). Got -1 instead.
 
-Where the paper is silent the default is marked *decided* (see ``SPEC.md``).
+Where the paper is silent the default is marked *decided* (each is explained where it is
+defined, and in docs/experiment.md).
 
 Examples:
     >>> config = Config.from_dict({"seed": 3, "student": {"epochs": 5}})

@@ -121,6 +121,16 @@ class Dataset:
         return f"manifest {self.manifest.path}" if self.manifest.path else "the manifest"
 
 
+
+def guess_feature_set(dim: int) -> str:
+    """The feature set a table of ``dim`` columns without settings most likely holds.
+
+    Examples:
+        >>> guess_feature_set(6373), guess_feature_set(88), guess_feature_set(12)
+        ('ComParE_2016', 'eGeMAPSv02', '12 features')
+    """
+    return {6373: "ComParE_2016", 88: "eGeMAPSv02"}.get(int(dim), f"{dim} features")
+
 def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = None,
                  feature_set: str = "compare", cache_dir: PathLike | None = None,
                  workers: int = 1, verbose: bool = True, require_train: bool = True,
@@ -197,7 +207,7 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
     settings = dict(table.attrs.get("serdistill") or {})
     name = settings.get("feature_set")
     if name is None:
-        name = "ComParE_2016" if X.shape[1] == 6373 else ("eGeMAPSv02" if X.shape[1] == 88 else f"{X.shape[1]} features")
+        name = guess_feature_set(X.shape[1])
         if features is None:
             settings = feature_settings(feature_set)
             name = settings["feature_set"]
@@ -254,7 +264,7 @@ def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Data
     settings = dict(stream.settings or {})
     name = settings.get("feature_set")
     if name is None:
-        name = "ComParE_2016" if X.shape[1] == 6373 else ("eGeMAPSv02" if X.shape[1] == 88 else f"{X.shape[1]} features")
+        name = guess_feature_set(X.shape[1])
     return Dataset(kept, X, feature_set=name, settings=settings, feature_names=[str(c) for c in stream.names],
                    dropped=dropped)
 

@@ -40,8 +40,8 @@ import torch
 from serdistill import __version__
 from serdistill.config import Config, UnlabelledConfig
 from serdistill.engine import report
-from serdistill.errors import ConfigError
-from serdistill.io import atomic_path, write_json
+from serdistill.errors import ConfigError, NotFittedError
+from serdistill.io import atomic_path, jsonable, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
 from serdistill.health import failed_members
@@ -51,6 +51,7 @@ from serdistill.stacked import StudentJob, fit_students_stacked, fit_teachers_st
 from serdistill.storage import (
     PageBudget,
     is_on_disk,
+    labelled_rows,
     large_empty,
     release_memory,
     release_rows,
@@ -112,12 +113,6 @@ def _check_y(y: Any, n: int, what: str) -> np.ndarray:
     return y
 
 
-def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows whose labels are all finite (NaN = unlabelled)."""
-    keep = np.isfinite(y).all(axis=1)
-    return (X, y) if keep.all() else (select_rows(X, keep), y[keep])
-
-
 def _squeeze(a: np.ndarray) -> np.ndarray:
     return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
 
@@ -156,8 +151,8 @@ class Baseline:
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "Baseline":
         config = _config(self.config)
         seed = config.seed if self.seed is None else self.seed
-        X, y = _labelled(_check_X(X, "X"), _check_y(y, len(X), "y"))
-        X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
+        X, y = labelled_rows(_check_X(X, "X"), _check_y(y, len(X), "y"))
+        X_dev, y_dev = labelled_rows(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
         result = fit_baseline(X, y, X_dev, y_dev, config=config.baseline, train=config.train,
                               seed=derive_seed(seed, "baseline"), on_epoch=self.on_epoch,
                               checkpoint=self.checkpoint)
@@ -168,8 +163,16 @@ class Baseline:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predictions, (n,) for one output, else (n, k)."""
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
         return _squeeze(predict_mlp(self.model_, X, device=_device(self.model_)))
+
+
+def _n_features(estimator: Any) -> int:
+    """The features ``estimator`` was fitted on; NotFittedError before ``fit``."""
+    try:
+        return int(estimator.n_features_in_)
+    except AttributeError:
+        raise NotFittedError(f"This {type(estimator).__name__} is not fitted yet; call fit(...) first.") from None
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -202,8 +205,8 @@ class TeacherEnsemble:
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "TeacherEnsemble":
         config = _config(self.config)
         self.seed_ = config.seed if self.seed is None else self.seed
-        X, y = _labelled(_check_X(X, "X"), _check_y(y, len(X), "y"))
-        X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
+        X, y = labelled_rows(_check_X(X, "X"), _check_y(y, len(X), "y"))
+        X_dev, y_dev = labelled_rows(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
         self.models_, self.histories_, self.dev_ccc_ = [], [], []
         N = len(config.teacher.dropouts)
         if self.engine is not None:
@@ -272,7 +275,7 @@ class TeacherEnsemble:
         Deterministic: teacher i always uses the mask stream ``derive_seed(seed, "mc", i)``.
         With ``config.mc.enabled = False`` it is one pass with dropout off.
         """
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
         return [self._mc(i, X, embedding_std=embedding_std) for i in range(len(self.models_))]
 
     def _mc(self, i: int, X: np.ndarray, *, enabled: bool | None = None, embedding_std: bool = False) -> MCResult:
@@ -291,7 +294,7 @@ class TeacherEnsemble:
         student i reads teacher i's slice only. ``enabled=False``: one pass with dropout
         off, whatever ``config.mc`` says (the "no MC dropout" setting).
         """
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
         stacked: TeacherMC | None = None
         for i in range(len(self.models_)):
             r = self._mc(i, X, enabled=enabled)
@@ -312,6 +315,7 @@ class TeacherEnsemble:
     def heads(self) -> tuple[np.ndarray, np.ndarray]:
         """Every teacher's output layer, the map from its embedding to its prediction: weights
         (N, k, H) and biases (N, k) (the students' initial output layers with ``head = "teacher"``)."""
+        _n_features(self)
         with torch.no_grad():
             return (np.stack([m.output.weight.detach().cpu().numpy() for m in self.models_]),
                     np.stack([m.output.bias.detach().cpu().numpy() for m in self.models_]))
@@ -475,7 +479,7 @@ class StudentEnsemble:
         keep = np.isfinite(y).all(axis=1)
         if not keep.all():  # no copy of the (large) features when every row is labelled
             X, y, embeddings = select_rows(X, keep), y[keep], select_embedding_rows(embeddings, keep)
-        X_dev, y_dev = _labelled(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
+        X_dev, y_dev = labelled_rows(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
         if X_unlabelled is not None and len(X_unlabelled):
             X_unlabelled = _check_X(X_unlabelled, "X_unlabelled", X.shape[1])
             if embeddings_unlabelled is None:
@@ -538,7 +542,7 @@ class StudentEnsemble:
                 self.grid_.append(row)
                 if folder is not None:
                     done[key] = row
-                    write_json(folder / "grid.json", _jsonable(done))
+                    write_json(folder / "grid.json", jsonable(done))
                 continue
             stacked = self.engine is None and config.train.stacks()
             if (self.engine is not None or stacked) and key not in trained:  # the next points together
@@ -569,7 +573,7 @@ class StudentEnsemble:
                         "models": [m.state_dict() for m in members], "histories": best_histories})
             if folder is not None:
                 done[key] = row
-                write_json(folder / "grid.json", _jsonable(done))
+                write_json(folder / "grid.json", jsonable(done))
                 for i in range(len(embeddings)):
                     (folder / f"{key}_s{i}.pt").unlink(missing_ok=True)
         for stale in folder.glob("stack_*.pt") if folder is not None else ():  # every point is in grid.json
@@ -666,7 +670,7 @@ class StudentEnsemble:
                                  "best_epochs": [m.best_epoch for m in results], "halving_round": r,
                                  "budget_epochs": budget, "seconds": (time.perf_counter() - tic) / len(chunk)}
                 if path is not None:
-                    write_json(path, _jsonable(saved))
+                    write_json(path, jsonable(saved))
             scores = {q: rows[self._key(*reps[q])]["dev_ccc"] for q in alive}
             ranked = sorted(alive, key=lambda q: -(scores[q] if scores[q] is not None else -math.inf))  # stable
             keep = set(ranked[:sizes[r]])
@@ -742,7 +746,7 @@ class StudentEnsemble:
 
     def predict_members(self, X: np.ndarray) -> np.ndarray:
         """Every student's predictions: (N, n, k)."""
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
         return _stacked_predict(self.models_, X, packed=self._packed())
 
     def _packed(self) -> tuple:
@@ -971,8 +975,8 @@ class TSModel:
     def _fit_group(self, name: str, columns: list[int], X, y, X_dev, y_dev, X_unlabelled,
                    config: Config, folder: Path | None) -> _Group:
         seed = derive_seed(config.seed, name)
-        X_l, y_l = _labelled(X, y[:, columns])
-        X_d, y_d = _labelled(X_dev, y_dev[:, columns])
+        X_l, y_l = labelled_rows(X, y[:, columns])
+        X_d, y_d = labelled_rows(X_dev, y_dev[:, columns])
         if len(X_l) < 2 or len(X_d) < 2:
             raise ValueError(f"{name}: need at least 2 labelled training and development segments; "
                              f"got {len(X_l)} and {len(X_d)}.")
@@ -1036,7 +1040,7 @@ class TSModel:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "_groups"):
-            raise ConfigError("This TSModel is not fitted yet; call fit(...) or TSModel.load(path) first.")
+            raise NotFittedError("This TSModel is not fitted yet; call fit(...) or TSModel.load(path) first.")
 
     def _columns(self, X: np.ndarray, get: Callable[[_Group], np.ndarray]) -> np.ndarray:
         out = np.full((len(X), len(self.attributes_)), np.nan, np.float32)
@@ -1047,7 +1051,7 @@ class TSModel:
     def predict(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The students' ensemble: mean (n, A) and, with ``return_std``, the std over students (n, A)."""
         self._check_fitted()
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
         members = {g.name: g.students.predict_members(X) for g in self._groups}
         mean = self._columns(X, lambda g: members[g.name].mean(axis=0))
         if not return_std:
@@ -1062,7 +1066,7 @@ class TSModel:
     def predict_baseline(self, X: np.ndarray) -> np.ndarray:
         """The baseline's predictions (n, A); NaN columns where no baseline was trained."""
         self._check_fitted()
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
         return self._columns(X, lambda g: g.baseline.predict(X) if g.baseline is not None
                              else np.full((len(X), len(g.columns)), np.nan))
 
@@ -1076,7 +1080,7 @@ class TSModel:
         and the reference models ``ridge`` and ``svr`` (NaN columns where one was not fitted).
         """
         self._check_fitted()
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
         n, A = len(X), len(self.attributes_)
         N = max(len(g.students.models_) for g in self._groups)
         out = {key: np.full((N, n, A), np.nan, np.float32)
@@ -1105,7 +1109,7 @@ class TSModel:
         """The linear reference models' predictions, ``{"ridge": (n, A), "svr": (n, A)}``; NaN
         columns where one was not fitted (not in ``config.reference.models``, or an older model)."""
         self._check_fitted()
-        X = _check_X(X, "X", self.n_features_in_)
+        X = _check_X(X, "X", _n_features(self))
 
         def get(kind: str) -> Callable[[_Group], np.ndarray]:
             return lambda g: (g.references[kind].predict(X) if kind in g.references
@@ -1141,7 +1145,7 @@ class TSModel:
             "unlabelled": self.unlabelled_, "history": self.history_,
             "fit_seconds": getattr(self, "fit_seconds_", None),
         }
-        return {"meta": _jsonable(meta), "tensors": tensors}
+        return {"meta": jsonable(meta), "tensors": tensors}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], *, device: str | None = None) -> "TSModel":
@@ -1225,19 +1229,6 @@ def _absolute(folder: str | os.PathLike[str] | None) -> Path | None:
 
 def _finite(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
-def _jsonable(value: Any) -> Any:
-    """Non-finite floats become None, numpy values plain Python (for strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _put(tensors: dict[str, torch.Tensor], prefix: str, model: MLP) -> None:

@@ -34,5 +34,11 @@ class BundleError(SerdistillError, ValueError):
     """A model bundle is missing parts or does not fit the data or the installed versions."""
 
 
+class NotFittedError(SerdistillError, ValueError, AttributeError):
+    """An estimator (a model, an ensemble, a normaliser) was used before ``fit``.
+
+    A ValueError and an AttributeError, as scikit-learn's ``NotFittedError``."""
+
+
 class ResultsError(SerdistillError, ValueError):
     """A results table (or grid, or consistency table) lacks columns or holds bad values."""

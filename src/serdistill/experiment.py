@@ -59,7 +59,15 @@ from serdistill.io import atomic_path, write_json, write_text
 from serdistill.health import failed_members
 from serdistill.metrics import ccc
 from serdistill.reference import KINDS as REFERENCE_KINDS, LinearReference
-from serdistill.storage import concat_rows, is_on_disk, large_empty, release_memory, release_rows, select_rows
+from serdistill.storage import (
+    concat_rows,
+    is_on_disk,
+    labelled_rows,
+    large_empty,
+    release_memory,
+    release_rows,
+    select_rows,
+)
 from serdistill.training import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -322,8 +330,8 @@ class _GroupRun:
                       f"{config.protocol.trials}" if config.protocol.folds else
                       f"trial {trial + 1}/{config.protocol.trials}")
         X, y = arrays["train"]
-        self.X, self.y = _labelled(X, y[:, columns])
-        self.X_dev, self.y_dev = _labelled(arrays["development"][0], arrays["development"][1][:, columns])
+        self.X, self.y = labelled_rows(X, y[:, columns])
+        self.X_dev, self.y_dev = labelled_rows(arrays["development"][0], arrays["development"][1][:, columns])
         self.X_test, self.y_test = arrays["test"][0], arrays["test"][1][:, columns]
         self.pool = pool
         self.work = folder / "work"
@@ -589,13 +597,6 @@ def _safe(name: str) -> str:
     return name.replace("+", "_")
 
 
-def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = np.isfinite(y).all(axis=1)
-    if keep.all():  # no copy of the (large) features when every row is labelled
-        return X, y
-    return select_rows(X, keep), y[keep]
-
-
 def _finite(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
@@ -634,11 +635,12 @@ def _prepare_run_dir(run_dir: Path, config: Config, data: Dataset, meta: dict[st
             )
     else:
         write_json(path, {"identity": identity})
-    from serdistill.report import versions
+    from serdistill.io import installed_versions
+    from serdistill.report import _VERSIONED
 
     write_text(run_dir / "config.toml", config.to_toml())
     write_json(run_dir / "meta.json", {
-        **meta, "versions": versions(), "feature_set": data.feature_set, "splits": data.split_counts(),
+        **meta, "versions": installed_versions(*_VERSIONED), "feature_set": data.feature_set, "splits": data.split_counts(),
         "dropped_files": len(data.dropped),
         "seeds": {str(t): trial_seed(config, t) for t in range(config.protocol.trials)},
         **({"folds": _fold_record(data, config)} if config.protocol.folds else {}),

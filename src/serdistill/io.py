@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 
 def _umask() -> int:
@@ -58,6 +62,48 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def installed_versions(*names: str) -> dict[str, str]:
+    """The versions of serdistill, Python, torch, NumPy and openSMILE, the platform, and of the
+    packages ``names`` ("not installed" for those that are not): what bundles and runs record."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    from serdistill import __version__
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    found = {"serdistill": __version__, "python": platform.python_version(), "torch": torch.__version__,
+             "numpy": np.__version__, "opensmile": version("opensmile"), "platform": platform.platform()}
+    return {**found, **{name: version(name) for name in names if name not in found}}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` for strict JSON: non-finite floats become None, numpy scalars and arrays plain
+    Python, mappings (with str keys) and sequences converted all the way down.
+
+    Examples:
+        >>> jsonable({"a": float("nan"), 1: (np.float32(0.5), np.arange(2))})
+        {'a': None, '1': [0.5, [0, 1]]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from serdistill.errors import ConfigError
+from serdistill.errors import ConfigError, NotFittedError
 from serdistill.feature_table import FeatureError
 from serdistill.storage import release_rows, row_blocks
 
@@ -106,11 +106,11 @@ class Normaliser:
         block by block and each block's pages released).
 
         Raises:
-            FeatureError: if the normaliser is not fitted, ``X`` has another number of
+            NotFittedError: if the normaliser is not fitted. FeatureError: if ``X`` has another number of
                 columns, or holds NaN or infinity (naming the rows).
         """
         if not hasattr(self, "mean_"):
-            raise FeatureError("This Normaliser is not fitted yet; call fit(X_train) first, or load one with from_dict.")
+            raise NotFittedError("This Normaliser is not fitted yet; call fit(X_train) first, or load one with from_dict.")
         values = _as_2d(X, "transform")
         if values.shape[1] != self.n_features_in_:
             raise FeatureError(
@@ -144,7 +144,7 @@ class Normaliser:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable state for a model bundle; :meth:`from_dict` restores it exactly."""
         if not hasattr(self, "mean_"):
-            raise FeatureError("This Normaliser is not fitted yet; call fit(X_train) before saving it.")
+            raise NotFittedError("This Normaliser is not fitted yet; call fit(X_train) before saving it.")
         return {
             "version": STATE_VERSION,
             "clip": self.clip,

@@ -24,20 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import importlib.metadata
 import math
 import os
-import platform
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
 from serdistill.findings import Finding, findings, findings_blocks
-from serdistill.io import write_json, write_text
+from serdistill.io import installed_versions, jsonable, write_json, write_text
 from serdistill.manifest import ATTRIBUTES
 from serdistill.render import Block, Table, fmt_ccc, fmt_p, fmt_pct, fmt_pm, fmt_t, to_html, to_markdown
-from serdistill.results import ResultsError, consistency_table, jsonable, validate_grid, validate_results
+from serdistill.results import ResultsError, consistency_table, validate_grid, validate_results
 from serdistill.results import write_results
 from serdistill.settings import BASELINE, FULL_MODEL, REFERENCES, RIDGE, STUDENTS, SVR, TEACHERS, get_setting
 from serdistill.settings import order_settings, resolve_aliases
@@ -46,7 +44,7 @@ from serdistill.stats import chosen_alpha_beta, compare, compare_to_others, cons
 
 MARK_BASELINE, MARK_TEACHERS, MARK_FULL = "†", "‡", "*"
 SUMMARY_SCHEMA = "serdistill-summary/1"
-_VERSIONED = ("serdistill", "numpy", "scipy", "pandas", "torch", "opensmile", "matplotlib")
+_VERSIONED = ("scipy", "pandas", "matplotlib")  # beside installed_versions' own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,17 +301,6 @@ def flatten_config(config: Any) -> dict[str, Any]:
     return out
 
 
-def versions() -> dict[str, str]:
-    """Python's and the installed key packages' versions."""
-    found = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def _alpha_from(config: Any) -> float:
     value = flatten_config(config).get("protocol.significance")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.01
@@ -450,7 +437,7 @@ def _header(analysis: Analysis, config: Mapping[str, Any], meta: Mapping[str, An
     items += [f"Trials: {len(trials)} (ids {', '.join(map(str, trials))})",
               f"Significance: paired one-tailed t-test over trials, p ≤ {analysis.alpha:g}",
               f"Date: {date}",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in dict(meta.get("versions") or versions()).items())]
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in dict(meta.get("versions") or installed_versions(*_VERSIONED)).items())]
     if meta.get("seeds") is not None:
         items.append(f"Seeds: {meta['seeds']}")
     if meta.get("folds"):

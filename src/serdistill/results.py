@@ -198,14 +198,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def jsonable(data: Any) -> Any:
-    if isinstance(data, Mapping):
-        return {str(k): jsonable(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [jsonable(v) for v in data]
-    return _finite(data)
-
-
 def write_results(run_dir: str | os.PathLike[str], results: pd.DataFrame) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.json`` into ``run_dir`` atomically; return their paths."""
     table = validate_results(results).sort_values(["trial", "setting", "attribute"], kind="stable")

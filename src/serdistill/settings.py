@@ -2,7 +2,7 @@
 
 Each :class:`Setting` has the key an experiment writes in its results table, the name the
 paper prints, the table it belongs to, the paper's mean CCC per attribute (Sridhar & Busso,
-Interspeech 2020, pp. 516-520, doi:10.21437/Interspeech.2020-2694; also ``SPEC.md``) and, for the ablation rows, what the row switches off.
+Interspeech 2020, pp. 516-520, doi:10.21437/Interspeech.2020-2694) and, for the ablation rows, what the row switches off.
 
 The full model of Table 2 (unlabelled data, MC dropout, 5 members) is the same model as
 T-S (test). An experiment may write it under either key or both; :func:`resolve_aliases`

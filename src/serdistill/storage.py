@@ -209,6 +209,19 @@ def take_rows(X: np.ndarray, rows: np.ndarray, size: int = 2048, *, disk_bytes: 
     return out
 
 
+def labelled_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``X`` and ``y`` whose labels are all finite (NaN = unlabelled); no copy of
+    the (large) features when every row is labelled.
+
+    Examples:
+        >>> X, y = labelled_rows(np.arange(6.0).reshape(3, 2), np.array([[1.0], [np.nan], [2.0]]))
+        >>> X.tolist(), y.tolist()
+        ([[0.0, 1.0], [4.0, 5.0]], [[1.0], [2.0]])
+    """
+    keep = np.isfinite(y).all(axis=1)
+    return (X, y) if keep.all() else (select_rows(X, keep), y[keep])
+
+
 def select_rows(X: np.ndarray, rows: np.ndarray, disk_bytes: float = 1 << 20) -> np.ndarray:
     """``X[rows]`` for indices or a boolean mask: on disk when ``X`` is (and the result has
     ``disk_bytes`` or more), so that a subset of on-disk features never lands in memory."""

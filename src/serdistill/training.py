@@ -76,8 +76,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"The 'device' parameter of [train] asks for {str(device)!r}, but torch sees no CUDA "
-            "device. Got 'cuda' instead of 'cpu': set device = 'cpu' or install a CUDA build of torch."
+            f"The 'device' parameter of [train] asks for {str(device)!r}, but torch {torch.__version__} sees no "
+            "CUDA device: set device = 'cpu' (--device cpu), or run where a GPU is, with a CUDA build of torch."
         )
     return device
 

@@ -1,4 +1,4 @@
-"""The config: presets against SPEC.md, one error-message shape, TOML round trips, overrides."""
+"""The config: presets against the paper's numbers, one error-message shape, TOML round trips, overrides."""
 from __future__ import annotations
 
 import dataclasses
@@ -34,7 +34,7 @@ def quick() -> Config:
 
 
 def test_paper_preset_is_spec(paper):
-    """Every number SPEC.md gives (Sridhar & Busso 2020)."""
+    """Every number the paper gives (Sridhar & Busso 2020)."""
     assert paper.attributes == ("arousal", "valence", "dominance")
     assert paper.task == "single"
     assert paper.teacher.dropouts == (0.45, 0.50, 0.55, 0.60, 0.65) and paper.n_members == 5
@@ -58,7 +58,8 @@ def test_paper_preset_equals_the_defaults(paper):
 
 
 def test_spec_values_are_in_spec_md():
-    """The numbers above are the ones SPEC.md states (when the shared SPEC is present)."""
+    """The numbers above are the ones the project's specification states: ../shared/SPEC.md
+    beside the repository, which does not ship it (skipped where it is absent, as in CI)."""
     spec = Path(__file__).resolve().parents[3] / "shared" / "SPEC.md"
     if not spec.is_file():
         pytest.skip(f"no {spec}")

@@ -20,7 +20,7 @@ from serdistill.ensemble import (
     select_unlabelled,
     summarise_teachers,
 )
-from serdistill.errors import ConfigError
+from serdistill.errors import ConfigError, NotFittedError
 from serdistill.metrics import ccc
 from serdistill.models import MLP
 
@@ -120,7 +120,7 @@ def test_tsmodel_multi_task(data):
 
 def test_tsmodel_errors(data):
     X, y, X_dev, y_dev, X_test, _ = data
-    with pytest.raises(ConfigError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         TSModel(tiny()).predict(X_test)
     with pytest.raises(ConfigError, match="X_unlabelled"):
         TSModel(tiny()).fit(X, y, X_dev, y_dev)
@@ -561,3 +561,17 @@ def test_stacked_teacher_ensemble_equals_the_separate_one(data, tmp_path):
     assert [h[-1]["best_epoch"] for h in separate.histories_] == [h[-1]["best_epoch"] for h in stacked.histories_]
     np.testing.assert_allclose(stacked.embed(X_test), separate.embed(X_test), atol=1e-5, rtol=0)
     assert (tmp_path / "teachers_stack.pt").is_file()
+
+
+def test_every_estimator_says_it_is_not_fitted_with_one_error(data):
+    from serdistill.normalise import Normaliser
+
+    X_test = data[4]
+    for estimator, call in ((Baseline(tiny()), "predict"), (TeacherEnsemble(tiny()), "predict"),
+                            (TeacherEnsemble(tiny()), "embed"), (TeacherEnsemble(tiny()), "heads"),
+                            (StudentEnsemble(tiny()), "predict"), (StudentEnsemble(tiny()), "predict_members"),
+                            (TSModel(tiny()), "predict_all"), (Normaliser(), "transform")):
+        args = () if call == "heads" else (X_test,)
+        with pytest.raises(NotFittedError, match=f"This {type(estimator).__name__} is not fitted yet") as caught:
+            getattr(estimator, call)(*args)
+        assert isinstance(caught.value, (ValueError, AttributeError))  # as scikit-learn's NotFittedError

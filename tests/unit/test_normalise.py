@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serdistill.errors import ConfigError
+from serdistill.errors import ConfigError, NotFittedError
 from serdistill.features import FeatureError
 from serdistill.normalise import Normaliser
 
@@ -95,7 +95,7 @@ def test_invalid_clip(clip) -> None:
 
 
 def test_not_fitted() -> None:
-    with pytest.raises(FeatureError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         Normaliser().transform(TRAIN)
 
 

@@ -171,7 +171,7 @@ def test_header_shows_corpus_trials_command_and_config(run: Path) -> None:
     assert "- Trials: 3 (ids 0, 1, 2)" in text
     assert "```\nserdistill experiment m.csv\n```" in text
     assert re.search(r"\| protocol\.significance +\| 0\.01 +\|", text)
-    assert "Versions: python " in text and "numpy " in text
+    assert "Versions: serdistill " in text and "python " in text and "numpy " in text
 
 
 # ---------------------------------------------------------------------------------------

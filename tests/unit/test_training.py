@@ -513,3 +513,12 @@ def test_student_weight_decay_is_decoupled_and_shrinks_the_weights(data):
     assert norm(decayed.model) < 0.6 * norm(plain.model)  # (1 - lr * 500) ** 20 steps = 0.36
     opt = __import__("serdistill.training", fromlist=["_optimizer"])._optimizer("nadam", plain.model, 1e-4, 0.0, 2.0)
     assert opt.defaults["weight_decay"] == 2.0 and opt.defaults["decoupled_weight_decay"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no CUDA device is")
+def test_a_missing_cuda_device_is_named_as_asked():
+    from serdistill.errors import ConfigError
+    from serdistill.training import resolve_device
+
+    with pytest.raises(ConfigError, match=r"asks for 'cuda:1', but torch .* sees no CUDA device: set device = 'cpu'"):
+        resolve_device("cuda:1")
