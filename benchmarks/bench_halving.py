@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                   f"{rows[-1]['test_ccc']}, {epochs} student epochs, {rows[-1]['seconds']} s", flush=True)
         same = found["grid"] == found["halving"]
         agree += same
-        rows[-1]["same_choice"] = same
+        rows[-1]["same_choice"] = "yes" if same else "no"
     ratios = len({round(a / (a + b), 12) for a in grid for b in grid})
     plan = halving_plan(ratios, config.student.epochs, config.student.halving_factor)
     rows.append({"fold": "all", "search": f"halving picked the full grid's point in {agree} of {folds} folds",

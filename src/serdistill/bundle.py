@@ -35,16 +35,17 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from serdistill import __version__
-from serdistill.config import Config
 from serdistill.audio import MIN_LEVEL
+from serdistill.config import Config
 from serdistill.errors import BundleError, SerdistillError
 from serdistill.io import DIR_MODE, installed_versions, jsonable, write_json, write_text
 from serdistill.manifest import DEFAULT_LABEL_RANGE
@@ -606,8 +607,11 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
 
 def file_sha256(path: PathLike) -> str:
     """The SHA-256 of a file's bytes, as hex."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:  # in 1 MiB reads (hashlib.file_digest needs Python 3.11; we support 3.10)
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _verify_files(path: Path, info: Mapping[str, Any]) -> None:

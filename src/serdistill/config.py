@@ -2,7 +2,8 @@
 
 A :class:`Config` has a few top-level values (seed, attributes, task) and one section per
 part of the method. Presets are files (``configs/default.toml``, ``configs/quick.toml``,
-``configs/paper.toml``; shipped in the package, see :data:`PRESETS`), not code branches. Values are checked when a config is built; every bad value raises
+``configs/paper.toml``; shipped in the package, see :data:`PRESETS`), not code branches. Values are checked
+when a config is built; every bad value raises
 :class:`~serdistill.errors.ConfigError` with one message shape:
 
     The 'lr' parameter of [teacher] must be a float in the range (0, inf). Got -1 instead.
@@ -23,9 +24,10 @@ import dataclasses
 import math
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from serdistill.errors import ConfigError
 from serdistill.io import write_text
@@ -551,7 +553,7 @@ class Config(_Section):
         """N, the number of teachers and of students (one per teacher dropout rate)."""
         return len(self.teacher.dropouts)
 
-    def updated(self, changes: Mapping[str, Any]) -> "Config":
+    def updated(self, changes: Mapping[str, Any]) -> Config:
         """A copy with ``changes`` (nested like the TOML: ``{"student": {"epochs": 5}}``) applied."""
         return Config.from_dict(_merge(self.to_dict(), changes))
 

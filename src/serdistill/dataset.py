@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -203,7 +204,8 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
         bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
         raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
                            f"{', '.join(bad[:3])}; extract them again.")
-    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range)
+    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path,
+                    label_range=manifest.label_range)
     settings = dict(table.attrs.get("serdistill") or {})
     name = settings.get("feature_set")
     if name is None:
@@ -260,7 +262,8 @@ def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Data
         bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
         raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
                            f"{', '.join(bad[:3])}; extract them again.")
-    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range)
+    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path,
+                    label_range=manifest.label_range)
     settings = dict(stream.settings or {})
     name = settings.get("feature_set")
     if name is None:

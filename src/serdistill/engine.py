@@ -25,9 +25,10 @@ import multiprocessing
 import os
 import pickle
 import weakref
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class _Engine:
     name = "engine"
     task_cpus: int = 1
 
-    def __enter__(self) -> "_Engine":
+    def __enter__(self) -> _Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -200,7 +201,8 @@ class LocalEngine(_Engine):
     process when ``workers`` is 1.
 
     The processes start with the first :meth:`map` that needs them and serve every later
-    one until :meth:`close`. Tasks that ask for a GPU (``num_gpus``) run in this process. Large arrays in ``shared`` are not copied into them: each maps
+    one until :meth:`close`. Tasks that ask for a GPU (``num_gpus``) run in this process. Large
+    arrays in ``shared`` are not copied into them: each maps
     the same file pages (see :class:`_SharingPickler`), so N workers do not hold N copies
     of the features.
 

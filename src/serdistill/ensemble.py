@@ -23,16 +23,18 @@ Examples:
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,10 +43,10 @@ from serdistill import __version__
 from serdistill.config import Config, UnlabelledConfig
 from serdistill.engine import report
 from serdistill.errors import ConfigError, NotFittedError
+from serdistill.health import failed_members
 from serdistill.io import atomic_path, jsonable, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout
 from serdistill.metrics import ccc
-from serdistill.health import failed_members
 from serdistill.models import MLP
 from serdistill.reference import LinearReference
 from serdistill.stacked import StudentJob, fit_students_stacked, fit_teachers_stacked
@@ -131,7 +133,34 @@ def _hook(on_epoch: EpochHook | None, **extra: Any) -> EpochHook | None:
 # ---------------------------------------------------------------------------------------
 
 
-class Baseline:
+class _Estimator:
+    """scikit-learn's estimator contract: ``get_params``/``set_params`` over the ``__init__``
+    arguments (which ``__init__`` stores unchanged), so ``sklearn.base.clone`` works."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name, p in signature.parameters.items() if name != "self" and p.kind != p.VAR_KEYWORD]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The ``__init__`` arguments (``deep`` is accepted for scikit-learn; the config is one value)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> _Estimator:
+        """Set ``__init__`` arguments; an unknown name is a ValueError naming the valid ones."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for {type(self).__name__}; valid: {', '.join(valid)}.")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None and k != "config")
+        return f"{type(self).__name__}({shown})"
+
+
+class Baseline(_Estimator):
     """The single-MLP baseline (4 x 512, loss 1 − CCC, 200 epochs, best development epoch).
 
     Args:
@@ -148,7 +177,7 @@ class Baseline:
         self.on_epoch = on_epoch
         self.checkpoint = checkpoint
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "Baseline":
+    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> Baseline:
         config = _config(self.config)
         seed = config.seed if self.seed is None else self.seed
         X, y = labelled_rows(_check_X(X, "X"), _check_y(y, len(X), "y"))
@@ -179,7 +208,7 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-class TeacherEnsemble:
+class TeacherEnsemble(_Estimator):
     """N teachers, one per dropout rate, each trained with SGD and loss 1 − CCC.
 
     After :meth:`fit`, :meth:`mc_predict` runs Monte-Carlo dropout (``config.mc``) for each
@@ -202,7 +231,7 @@ class TeacherEnsemble:
         self.checkpoint_dir = checkpoint_dir
         self.engine = engine
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "TeacherEnsemble":
+    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> TeacherEnsemble:
         config = _config(self.config)
         self.seed_ = config.seed if self.seed is None else self.seed
         X, y = labelled_rows(_check_X(X, "X"), _check_y(y, len(X), "y"))
@@ -428,7 +457,7 @@ def halving_plan(ratios: int, epochs: int, factor: int = 3) -> list[tuple[int, i
             for r, size in enumerate(sizes)]
 
 
-class StudentEnsemble:
+class StudentEnsemble(_Estimator):
     """N students, student i taught by teacher i's embedding with Eq. 1.
 
     Args:
@@ -458,7 +487,7 @@ class StudentEnsemble:
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
             embeddings: np.ndarray, X_unlabelled: np.ndarray | None = None,
             embeddings_unlabelled: np.ndarray | None = None,
-            heads: tuple[np.ndarray, np.ndarray] | None = None) -> "StudentEnsemble":
+            heads: tuple[np.ndarray, np.ndarray] | None = None) -> StudentEnsemble:
         """Train the students.
 
         Args:
@@ -587,7 +616,8 @@ class StudentEnsemble:
             best_histories = state["histories"]
         self.models_, self.histories_ = best_models, best_histories
         self.alpha_, self.beta_ = best_alpha, best_beta
-        self.dev_ccc_ = next((r["dev_ccc"] for r in self.grid_ if (r["alpha"], r["beta"]) == (self.alpha_, self.beta_)), None)
+        chosen = (self.alpha_, self.beta_)
+        self.dev_ccc_ = next((r["dev_ccc"] for r in self.grid_ if (r["alpha"], r["beta"]) == chosen), None)
         self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]
         self.n_unlabelled_ = 0 if X_unlabelled is None else len(X_unlabelled)
         return self
@@ -736,7 +766,8 @@ class StudentEnsemble:
                 model=model.to(device).eval(), history=result["history"], best_epoch=result["best_epoch"],
                 best_score=result["best_score"]))
             hook = _hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b)
-            for info in result["history"] if hook is not None and (a, b, i) not in live else ():  # those that did not arrive live
+            # the epochs that did not arrive live
+            for info in result["history"] if hook is not None and (a, b, i) not in live else ():
                 hook(dict(info))
         return trained
 
@@ -783,7 +814,8 @@ def _pack(models: Sequence[MLP]) -> tuple:
             for j in range(1, len(models[0].layers))]
     scale = torch.stack([m.output_scale for m in models])[:, None]  # label scaling, folded in
     w_out = torch.stack([m.output.weight.t() for m in models]) * scale
-    b_out = torch.stack([m.output.bias for m in models])[:, None] * scale + torch.stack([m.output_shift for m in models])[:, None]
+    shift = torch.stack([m.output_shift for m in models])[:, None]
+    b_out = torch.stack([m.output.bias for m in models])[:, None] * scale + shift
     return w1, b1, rest, w_out, b_out
 
 
@@ -883,7 +915,7 @@ class _Group:
     references: dict[str, LinearReference] = field(default_factory=dict)
 
 
-class TSModel:
+class TSModel(_Estimator):
     """Teacher-student ensemble (Sridhar & Busso, 2020) for arousal, valence and dominance.
 
     ``fit`` trains, for each attribute (single-task, the default) or once for all
@@ -919,7 +951,7 @@ class TSModel:
     # -- fitting ---------------------------------------------------------------------------
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
-            X_unlabelled: np.ndarray | None = None, unlabelled_info: dict[str, Any] | None = None) -> "TSModel":
+            X_unlabelled: np.ndarray | None = None, unlabelled_info: dict[str, Any] | None = None) -> TSModel:
         """Fit everything.
 
         Args:
@@ -1148,7 +1180,7 @@ class TSModel:
         return {"meta": jsonable(meta), "tensors": tensors}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], *, device: str | None = None) -> "TSModel":
+    def from_state_dict(cls, state: dict[str, Any], *, device: str | None = None) -> TSModel:
         """Rebuild a fitted model from :meth:`state_dict` (``device`` overrides the saved one)."""
         meta, tensors = state["meta"], state["tensors"]
         if meta.get("format") != STATE_FORMAT:
@@ -1202,7 +1234,7 @@ class TSModel:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> "TSModel":
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> TSModel:
         """Read a model written by :meth:`save`."""
         path = Path(path)
         missing = [f for f in ("model.json", "weights.pt") if not (path / f).is_file()]

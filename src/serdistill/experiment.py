@@ -34,15 +34,16 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from serdistill.config import Config, UnlabelledConfig
-from serdistill.dataset import Dataset
+from serdistill.dataset import SPLIT_DISK_BYTES, Dataset
 from serdistill.ensemble import (
     Baseline,
     StudentEnsemble,
@@ -53,12 +54,12 @@ from serdistill.ensemble import (
     summarise_teachers,
     task_threads,
 )
-from serdistill.dataset import SPLIT_DISK_BYTES
 from serdistill.errors import ConfigError
-from serdistill.io import atomic_path, write_json, write_text
 from serdistill.health import failed_members
+from serdistill.io import atomic_path, write_json, write_text
 from serdistill.metrics import ccc
-from serdistill.reference import KINDS as REFERENCE_KINDS, LinearReference
+from serdistill.reference import KINDS as REFERENCE_KINDS
+from serdistill.reference import LinearReference
 from serdistill.storage import (
     concat_rows,
     is_on_disk,
@@ -160,7 +161,8 @@ def fold_data(data: Dataset, config: Config, fold: int) -> Dataset:
     assignment = speaker_folds_of(data, config)
     split = fold_split([assignment[str(s)] for s in table.loc[labelled, "speaker"]], fold, K)
     table.loc[labelled, "split"] = split
-    return Dataset(Manifest(table=table, path=data.manifest.path, label_range=data.manifest.label_range), data.X, feature_set=data.feature_set,
+    manifest = Manifest(table=table, path=data.manifest.path, label_range=data.manifest.label_range)
+    return Dataset(manifest, data.X, feature_set=data.feature_set,
                    settings=data.settings, feature_names=data.feature_names, dropped=data.dropped)
 
 
@@ -182,7 +184,7 @@ def plan(config: Config, data: Dataset) -> tuple[list[str], dict[str, str]]:
     not_run: dict[str, str] = {}
     for kind in REFERENCE_KINDS:
         if kind in wanted and kind not in config.reference.models:
-            not_run[kind] = f"not run: not in [reference] models"
+            not_run[kind] = "not run: not in [reference] models"
     if "ts_unlabeled" in wanted and not data.has("unlabeled"):
         not_run["ts_unlabeled"] = "not run: the manifest has no unlabeled split"
     if not config.baseline.enabled and "baseline" in wanted:
@@ -615,7 +617,8 @@ def _config_identity(config: Config) -> dict[str, Any]:
     """What finished results depend on: the config without trials, device, stacking and the protocol's reporting."""
     data = config.to_dict()
     data["protocol"] = {k: v for k, v in data["protocol"].items() if k not in ("trials", "significance", "settings")}
-    data["train"] = {k: v for k, v in data["train"].items() if k not in ("device", "checkpoint_every", "stacked", "stack_points")}
+    how = ("device", "checkpoint_every", "stacked", "stack_points")  # how it runs, not what it computes
+    data["train"] = {k: v for k, v in data["train"].items() if k not in how}
     return data
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -120,7 +120,8 @@ class ParquetFeatures:
 
         path = Path(path)
         if not path.is_file():
-            raise FeatureError(f"Feature file {path} does not exist. Create it with 'serdistill extract MANIFEST -o {path}'.")
+            raise FeatureError(f"Feature file {path} does not exist. "
+                               f"Create it with 'serdistill extract MANIFEST -o {path}'.")
         try:
             self._file = pq.ParquetFile(path)
             schema = self._file.schema_arrow

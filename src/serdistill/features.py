@@ -27,17 +27,17 @@ import signal as signals
 import sys
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from serdistill.audio import (
-    SAMPLING_RATE,
     MIN_LEVEL,
+    SAMPLING_RATE,
     Audio,
     RejectedAudio,
     Rejection,
@@ -124,7 +124,7 @@ def feature_dim(feature_set: FeatureSet | str = FeatureSet.ComParE_2016) -> int:
     return _feature_set(feature_set).dim
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _names(feature_set: FeatureSet) -> tuple[str, ...]:
     return tuple(_smile(feature_set).feature_names)
 

@@ -15,8 +15,9 @@ and :data:`NOT_TESTED` (a setting or the data is missing).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from scipy import stats as _scipy_stats
 
@@ -49,7 +50,7 @@ class Finding:
     detail: str
 
 
-def findings(analysis: "Analysis", *, medians: Mapping[str, Mapping[str, float]] | None = None) -> list[Finding]:
+def findings(analysis: Analysis, *, medians: Mapping[str, Mapping[str, float]] | None = None) -> list[Finding]:
     """Every claim for every attribute of ``analysis``.
 
     Args:
@@ -69,7 +70,7 @@ def findings(analysis: "Analysis", *, medians: Mapping[str, Mapping[str, float]]
     return sorted(out, key=lambda f: order.index(f.claim))
 
 
-def _above(analysis: "Analysis", reference: str, frame, claim: str, attribute: str) -> Finding:
+def _above(analysis: Analysis, reference: str, frame, claim: str, attribute: str) -> Finding:
     students, ref = get_setting(STUDENTS), get_setting(reference)
     if frame is None or not analysis.has(STUDENTS, attribute) or not analysis.has(reference, attribute):
         return Finding(claim, attribute, NOT_TESTED, f"{students.label} or {ref.label} was not run")
@@ -103,7 +104,7 @@ def _consistency(medians: Mapping[str, float] | None, attribute: str) -> Finding
     return Finding(CLAIM_CONSISTENCY, attribute, HELD if students < teachers else NOT_HELD, detail)
 
 
-def _ablation(analysis: "Analysis", attribute: str) -> Finding:
+def _ablation(analysis: Analysis, attribute: str) -> Finding:
     rows = [s for s in table_settings(2) if analysis.has(s.key, attribute)]
     if not analysis.has(FULL_MODEL, attribute) or len(rows) < 2 or analysis.vs_full is None:
         return Finding(CLAIM_ABLATION, attribute, NOT_TESTED, "fewer than two Table 2 rows were run")

@@ -64,7 +64,7 @@ class Manifest:
         source: str = "manifest",
         label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE,
         out_of_range: str = "error",
-    ) -> "Manifest":
+    ) -> Manifest:
         """Validate ``frame`` and resolve its paths against ``base`` (default: the working folder).
 
         ``label_range`` and ``out_of_range``: as for :func:`read_manifest`.
@@ -94,7 +94,7 @@ class Manifest:
             return self.table[attributes].to_numpy(dtype=np.float32)
         return self.table[list(attributes)].to_numpy(dtype=np.float32)
 
-    def split(self, *names: str) -> "Manifest":
+    def split(self, *names: str) -> Manifest:
         """The rows whose split is one of ``names`` (order kept)."""
         unknown = [n for n in names if n not in self.splits]
         if unknown:

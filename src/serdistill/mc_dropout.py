@@ -21,8 +21,8 @@ float32 rounding (``tests/unit/test_mc_dropout.py``).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -137,13 +137,13 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
                 words[j].random_(-(2**63), None, generator=generator)
             bits = words[:g].view(torch.int16)  # (g, 4·words_per_pass): pass j's bits in row j
 
-            def keep(layer: int) -> torch.Tensor:
+            def keep(layer: int) -> torch.Tensor:  # called in this iteration only (so B023 does not apply)
                 """Layer ``layer``'s keep-mask as float 0/1, (g, b, width)."""
                 w = widths[layer]
-                raw = bits[:, b * int(offsets[layer]): b * int(offsets[layer + 1])].view(g, b, w)
+                raw = bits[:, b * int(offsets[layer]): b * int(offsets[layer + 1])].view(g, b, w)  # noqa: B023
                 if masks is not None:
-                    masks[layer][t0:t0 + g, r0:r1] = raw >= threshold
-                out = buf_k[: g * b * w].view(g, b, w)
+                    masks[layer][t0:t0 + g, r0:r1] = raw >= threshold  # noqa: B023
+                out = buf_k[: g * b * w].view(g, b, w)  # noqa: B023
                 out.copy_(raw)
                 return out.sub_(threshold - 1).clamp_(0.0, 1.0)
 

@@ -12,7 +12,7 @@ when below ``round(p·65536)``, so the realised rate is p to within 2^-17.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +123,7 @@ class MLP(nn.Module):
                     layer.weight.uniform_(-bound, bound, generator=generator)
                     layer.bias.uniform_(-bound, bound, generator=generator)
 
-    def set_output_scaling(self, scale: torch.Tensor | float, shift: torch.Tensor | float) -> "MLP":
+    def set_output_scaling(self, scale: torch.Tensor | float, shift: torch.Tensor | float) -> MLP:
         """Map outputs to the labels' scale: ``output·scale + shift`` (per output)."""
         with torch.no_grad():
             self.output_scale.copy_(torch.as_tensor(scale, dtype=torch.float32).expand(self.out_dim))

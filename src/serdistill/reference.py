@@ -64,7 +64,7 @@ class LinearReference:
         self.kind = kind
         self.seed = seed
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> "LinearReference":
+    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> LinearReference:
         """Fit each column of ``y`` (rows with NaN skipped per column) and pick its penalty on ``y_dev``."""
         if self.kind not in KINDS:
             raise ValueError(f"The 'kind' parameter of LinearReference must be a str among {set(KINDS)}. "

@@ -21,9 +21,10 @@ import html
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 _NUMBER = re.compile(r"^[−+-]?(\d|inf|—)")
 
@@ -73,7 +74,7 @@ class Block:
     kind: str
     content: Any
     extra: str = ""
-    children: list["Block"] = field(default_factory=list)
+    children: list[Block] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------

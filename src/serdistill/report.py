@@ -26,8 +26,9 @@ import dataclasses
 import datetime as _dt
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -35,11 +36,20 @@ from serdistill.findings import Finding, findings, findings_blocks
 from serdistill.io import installed_versions, jsonable, write_json, write_text
 from serdistill.manifest import ATTRIBUTES
 from serdistill.render import Block, Table, fmt_ccc, fmt_p, fmt_pct, fmt_pm, fmt_t, to_html, to_markdown
-from serdistill.results import ResultsError, consistency_table, validate_grid, validate_results
-from serdistill.results import write_results
-from serdistill.settings import BASELINE, FULL_MODEL, REFERENCES, RIDGE, STUDENTS, SVR, TEACHERS, get_setting
-from serdistill.settings import order_settings, resolve_aliases
-from serdistill.settings import table_settings
+from serdistill.results import ResultsError, consistency_table, validate_grid, validate_results, write_results
+from serdistill.settings import (
+    BASELINE,
+    FULL_MODEL,
+    REFERENCES,
+    RIDGE,
+    STUDENTS,
+    SVR,
+    TEACHERS,
+    get_setting,
+    order_settings,
+    resolve_aliases,
+    table_settings,
+)
 from serdistill.stats import chosen_alpha_beta, compare, compare_to_others, consistency_medians, grid_means, summarise
 
 MARK_BASELINE, MARK_TEACHERS, MARK_FULL = "†", "‡", "*"
@@ -437,7 +447,8 @@ def _header(analysis: Analysis, config: Mapping[str, Any], meta: Mapping[str, An
     items += [f"Trials: {len(trials)} (ids {', '.join(map(str, trials))})",
               f"Significance: paired one-tailed t-test over trials, p ≤ {analysis.alpha:g}",
               f"Date: {date}",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in dict(meta.get("versions") or installed_versions(*_VERSIONED)).items())]
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in
+                                       dict(meta.get("versions") or installed_versions(*_VERSIONED)).items())]
     if meta.get("seeds") is not None:
         items.append(f"Seeds: {meta['seeds']}")
     if meta.get("folds"):
@@ -560,7 +571,8 @@ def _grid_section(run_dir: Path, grid: pd.DataFrame) -> list[Block]:
                             "plot_alpha_beta", grid_means(grid))
 
 
-def _consistency_section(run_dir: Path, consistency: pd.DataFrame, medians: Mapping[str, Mapping[str, float]]) -> list[Block]:
+def _consistency_section(run_dir: Path, consistency: pd.DataFrame,
+                         medians: Mapping[str, Mapping[str, float]]) -> list[Block]:
     rows = []
     for attribute, entry in medians.items():
         t, s = entry["teachers_median"], entry["students_median"]

@@ -38,9 +38,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,6 +73,7 @@ from serdistill.training import (
     n_batches,
     resolve_device,
     save_checkpoint,
+    set_output_layer,
 )
 
 logger = logging.getLogger(__name__)
@@ -255,11 +257,7 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
         if config.head in ("teacher", "frozen"):
             if job.head is None:
                 raise ValueError(f"[student] head = {config.head!r} needs each job's teacher output layer (head=).")
-            with torch.no_grad():
-                model.output.weight.copy_(torch.as_tensor(np.asarray(job.head[0]), dtype=torch.float32)
-                                          .reshape(model.output.weight.shape))
-                model.output.bias.copy_(torch.as_tensor(np.asarray(job.head[1]), dtype=torch.float32)
-                                        .reshape(model.output.bias.shape))
+            set_output_layer(model, job.head)
         models.append(model)
     stack = StackedMLP(models, train_output=config.head != "frozen").to(device)
     del models
@@ -278,7 +276,7 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
                 targets[id(array)] = (_rows(array, tensor), tensor)
     buf_t = torch.empty((B + 1, stack.hidden[-1]), device=device)
 
-    def loss(batch: "_Batch") -> torch.Tensor:
+    def loss(batch: _Batch) -> torch.Tensor:
         prediction, hidden = stack.forward_hidden(batch.x, generators=batch.dropout)
         target = _member_rows(jobs, batch.active, batch.kind, targets, batch.idxs, batch.member_stream, batch.shared,
                               buf_t[:batch.size])
@@ -315,7 +313,7 @@ def fit_teachers_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     stack = StackedMLP(models).to(device)
     del models
 
-    def loss(batch: "_Batch") -> torch.Tensor:
+    def loss(batch: _Batch) -> torch.Tensor:
         prediction = stack(batch.x, generators=batch.dropout)
         return _ccc_loss_members(prediction, batch.labels(y_t))
 
@@ -355,7 +353,7 @@ class _Batch:
         return torch.stack([y[idx] for idx in self.idxs]).index_select(0, self.member_stream)
 
 
-def _stacked_loop(stack: "StackedMLP", *, seeds: list[int], names: list[str], hooks: list[EpochHook | None],
+def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hooks: list[EpochHook | None],
                   plan: Callable[[torch.Generator, int], list[tuple[str, torch.Tensor]]],
                   loss: Callable[[_Batch], torch.Tensor], rows: dict[str, Callable], d: int,
                   optimizer: Callable[[], torch.optim.Optimizer], schedule: Schedule, X_dev: np.ndarray,

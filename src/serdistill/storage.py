@@ -23,7 +23,7 @@ import mmap
 import os
 import tempfile
 import weakref
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 

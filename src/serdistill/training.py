@@ -18,9 +18,10 @@ import os
 import random
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -147,7 +148,7 @@ class Schedule:
     patience: int | None = None
 
     @classmethod
-    def of(cls, config: BaselineConfig | TeacherConfig | StudentConfig, steps_per_epoch: int) -> "Schedule":
+    def of(cls, config: BaselineConfig | TeacherConfig | StudentConfig, steps_per_epoch: int) -> Schedule:
         """The schedule ``config`` (``epochs`` or ``steps``, ``patience`` or ``patience_steps``) gives."""
         per = max(1, int(steps_per_epoch))
         steps = config.steps
@@ -221,8 +222,8 @@ def batch_schedule(n_labelled: int, n_unlabelled: int, batch_size: int, *,
             stream.extend(batches(n, batch_size, generator=generator))
         del stream[steps:]
     schedule: list[tuple[str, torch.Tensor]] = []
-    for u, l in zip(unlabelled, labelled):
-        schedule += [("unlabelled", u), ("labelled", l)]
+    for u, lab in zip(unlabelled, labelled):
+        schedule += [("unlabelled", u), ("labelled", lab)]
     return schedule
 
 
@@ -385,9 +386,7 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
     if config.head in ("teacher", "frozen"):
         if head is None:
             raise ValueError(f"[student] head = {config.head!r} needs the teacher's output layer (head=(weight, bias)).")
-        with torch.no_grad():
-            model.output.weight.copy_(torch.as_tensor(np.asarray(head[0]), dtype=torch.float32).reshape(model.output.weight.shape))
-            model.output.bias.copy_(torch.as_tensor(np.asarray(head[1]), dtype=torch.float32).reshape(model.output.bias.shape))
+        set_output_layer(model, head)
         model.output.requires_grad_(config.head == "teacher")  # frozen: the teacher's, never trained
     # "relative": the MSE in units of the embedding's mean square (on the labelled rows), so
     # that it weighs as much as 1 − CCC whatever the embedding's scale (docs/experiment.md)
@@ -567,6 +566,13 @@ def _new_model(in_dim: int, hidden, dropout: float, y_t: torch.Tensor, train: Tr
         std = y_t.std(dim=0, unbiased=False).cpu()
         model.set_output_scaling(torch.where(std > 0, std, torch.ones_like(std)), y_t.mean(dim=0).cpu())
     return model.to(device)
+
+
+@torch.no_grad()
+def set_output_layer(model: MLP, head: tuple[np.ndarray, np.ndarray]) -> None:
+    """Copy a teacher's output layer (weight (k, H), bias (k,)) into ``model``'s."""
+    for param, value in zip((model.output.weight, model.output.bias), head):
+        param.copy_(torch.as_tensor(np.asarray(value), dtype=torch.float32).reshape(param.shape))
 
 
 def _optimizer(name: str, model: MLP, lr: float, momentum: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:

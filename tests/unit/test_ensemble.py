@@ -575,3 +575,21 @@ def test_every_estimator_says_it_is_not_fitted_with_one_error(data):
         with pytest.raises(NotFittedError, match=f"This {type(estimator).__name__} is not fitted yet") as caught:
             getattr(estimator, call)(*args)
         assert isinstance(caught.value, (ValueError, AttributeError))  # as scikit-learn's NotFittedError
+
+
+def test_estimators_follow_the_scikit_learn_contract(data):
+    from sklearn.base import clone
+
+    X, y, X_dev, y_dev, X_test, _ = data
+    for estimator in (Baseline(tiny(), seed=3), TeacherEnsemble(tiny(), seed=3), StudentEnsemble(tiny(), alpha=0.3, beta=0.6),
+                      TSModel(tiny(), checkpoint_dir=None)):
+        copy = clone(estimator)
+        assert type(copy) is type(estimator) and copy is not estimator
+        assert copy.get_params() == estimator.get_params()
+        assert estimator.set_params(config=tiny(seed=5)) is estimator and estimator.config.seed == 5
+        with pytest.raises(ValueError, match="Invalid parameter 'depth'"):
+            estimator.set_params(depth=3)
+    fitted = Baseline(tiny(), seed=1).fit(X, y, X_dev, y_dev)
+    fresh = clone(fitted)  # the parameters, not the fitted state
+    assert not hasattr(fresh, "model_") and fresh.seed == 1
+    assert "seed=1" in repr(fresh)

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="serdistill",
         description=(
             "Speech emotion recognition (arousal, valence, dominance) with an ensemble of "
-            "students taught by Monte-Carlo-dropout teachers (Sridhar & Busso, Interspeech 2020, doi:10.21437/Interspeech.2020-2694)."
+            "students taught by Monte-Carlo-dropout teachers (Sridhar & Busso, Interspeech 2020, "
+            "doi:10.21437/Interspeech.2020-2694)."
         ),
         epilog="Run 'serdistill COMMAND --help' for the options of a command.",
     )

@@ -14,7 +14,8 @@ ablations of unlabelled data, MC dropout and ensemble size), per attribute.
 With --folds K (a small corpus: a few speakers), the labelled speakers are dealt into K
 folds and every fold runs the trials with its own speaker-independent split: fold k's
 speakers are the test set, fold k+1's the development set, the others train. Results are
-given per fold and as mean ± std over folds x trials, with the same paired tests. Teachers and their Monte-Carlo passes are trained once per trial and
+given per fold and as mean ± std over folds x trials, with the same paired tests. Teachers and their
+Monte-Carlo passes are trained once per trial and
 shared by every setting; alpha and beta are chosen on the development set.
 
 RUN_DIR receives the resolved config, versions and seeds, per-trial and per-setting CCC

@@ -16,7 +16,7 @@ check): pip install 'serdistill[serve]'."""
 EPILOG = """\
 examples:
   serdistill export emodb.bundle -o emodb.onnx
-  python -c "import onnxruntime as ort; s = ort.InferenceSession('emodb.onnx'); print(s.get_modelmeta().custom_metadata_map)\""""
+  python -c "import onnxruntime as ort; s = ort.InferenceSession('emodb.onnx'); print(s.get_modelmeta().custom_metadata_map)\""""  # noqa: E501
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,7 +11,8 @@ file listed in MANIFEST and write them as a float32 Parquet table indexed by fil
 
 Each file is read, mixed to mono, resampled to 16 kHz and checked first. Files that are
 unreadable, truncated, shorter than --min-duration, silent, without speech (a level
-below --min-level: dither, a DC offset), or that give NaN features are rejected: logged, listed in OUTPUT.rejected.csv (file, kind, reason), and left out
+below --min-level: dither, a DC offset), or that give NaN features are rejected: logged, listed in
+OUTPUT.rejected.csv (file, kind, reason), and left out
 of OUTPUT (--on-error skip), or the run stops at the first one (--on-error raise).
 
 Features are cached by the content of each file and the feature settings, so a rerun,
@@ -75,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Extract, write OUTPUT and OUTPUT.rejected.csv, print a summary."""
+    from serdistill.cli.common import output_file
     from serdistill.errors import AudioError
     from serdistill.features import (
         FeatureSet,
@@ -84,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         write_rejections,
     )
     from serdistill.manifest import read_manifest
-
-    from serdistill.cli.common import output_file
 
     output_file(args.output)
     manifest = read_manifest(args.manifest, require_train=False, label_range=None)

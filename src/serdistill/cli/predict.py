@@ -189,9 +189,8 @@ def _broken_link(path: Path) -> bool:
 def _from_csv(path: Path, split: str | None) -> list[str]:
     import pandas as pd
 
-    from serdistill.io import absolute
-
     from serdistill.errors import ManifestError
+    from serdistill.io import absolute
 
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)

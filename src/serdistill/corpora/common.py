@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from serdistill.errors import CorpusError
-from serdistill.manifest import ATTRIBUTES, REQUIRED_COLUMNS, Manifest
 from serdistill.corpora.norms import Norms
 from serdistill.corpora.splits import DEFAULT_PROPORTIONS, assign_speakers
+from serdistill.errors import CorpusError
+from serdistill.manifest import ATTRIBUTES, REQUIRED_COLUMNS, Manifest
 
 log = logging.getLogger("serdistill.corpora")
 

@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from serdistill.errors import CorpusError
-from serdistill.manifest import Manifest
 from serdistill.corpora.common import (
-    categorical_manifest, check_root, examples, find_audio, log, normalise_gender,
+    categorical_manifest,
+    check_root,
+    examples,
+    find_audio,
+    log,
+    normalise_gender,
 )
 from serdistill.corpora.norms import Norms, load_norms
 from serdistill.corpora.splits import DEFAULT_PROPORTIONS
+from serdistill.errors import CorpusError
+from serdistill.manifest import Manifest
 
 NAME = "cremad"
 PATTERN = re.compile(

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from serdistill.errors import CorpusError
-from serdistill.manifest import Manifest
 from serdistill.corpora.common import categorical_manifest, check_root, examples, find_audio, log
 from serdistill.corpora.norms import Norms, load_norms
 from serdistill.corpora.splits import DEFAULT_PROPORTIONS
+from serdistill.errors import CorpusError
+from serdistill.manifest import Manifest
 
 NAME = "emodb"
 PATTERN = re.compile(r"^(?P<speaker>\d{2})(?P<sentence>[ab]\d{2})(?P<code>[WLEAFTN])(?P<version>[a-z])$")
@@ -68,7 +68,8 @@ def build(
     Raises:
         CorpusError: the folder, the file names or ``ratings.tsv`` do not fit the layout.
     """
-    root = check_root(default_root() if root is None else root, recipe=NAME, hint="audio/SSTTTEV.flac files (e.g. audio/03a01Fa.flac)")
+    root = check_root(default_root() if root is None else root, recipe=NAME,
+                      hint="audio/SSTTTEV.flac files (e.g. audio/03a01Fa.flac)")
     audio = root / "audio"
     if not audio.is_dir():
         raise CorpusError(f"EmoDB folder {root} has no audio/ folder; expected audio/SSTTTEV.flac "

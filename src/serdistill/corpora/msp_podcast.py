@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from serdistill.corpora.common import check_root, durations, examples, finish, log, normalise_gender
 from serdistill.errors import CorpusError
 from serdistill.manifest import Manifest
-from serdistill.corpora.common import check_root, durations, examples, finish, log, normalise_gender
 
 NAME = "msp-podcast"
 LABEL_FILES: tuple[str, ...] = (

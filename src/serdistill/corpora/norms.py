@@ -8,10 +8,10 @@ Lexicon v1.0 (Mohammad, ACL 2018), documented in ``serdistill/data/vad_norms.md`
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
-from serdistill.errors import CorpusError
-from serdistill.manifest import Manifest
 from serdistill.corpora.common import categorical_manifest, check_root, examples, find_audio, log
 from serdistill.corpora.norms import Norms, load_norms
 from serdistill.corpora.splits import DEFAULT_PROPORTIONS
+from serdistill.errors import CorpusError
+from serdistill.manifest import Manifest
 
 NAME = "ravdess"
 PATTERN = re.compile(

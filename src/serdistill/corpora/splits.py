@@ -6,7 +6,7 @@ inputs always give the same splits, whatever the order the files were found in.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -21,20 +21,20 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
 import pandas as pd
 
+from serdistill.corpora.common import finish, log
+from serdistill.corpora.splits import DEFAULT_PROPORTIONS, assign_speakers
 from serdistill.errors import CorpusError
 from serdistill.io import atomic_path
 from serdistill.manifest import ATTRIBUTES, Manifest
-from serdistill.corpora.common import finish, log
-from serdistill.corpora.splits import DEFAULT_PROPORTIONS, assign_speakers
 
 NAME = "synthetic"
 SAMPLING_RATE = 16000
