@@ -305,7 +305,7 @@ def grid_trainings(config, *, per_ratio: bool = True) -> int:
     (docs/experiment.md), else every point."""
     from serdistill.training import SCALE_FREE_OPTIMIZERS, loss_weights
 
-    points = [(a, b) for a in config.student.alphas for b in config.student.betas]
+    points = config.student.grid()
     if per_ratio and config.student.optimizer in SCALE_FREE_OPTIMIZERS:
         return len({loss_weights(a, b)[0] for a, b in points})
     return len(points)
@@ -323,26 +323,31 @@ def protocol_cost(units: dict, config, sizes: dict[str, int], *, per_ratio: bool
     """
     from serdistill.ensemble import halving_plan
 
+    from serdistill.training import Schedule, n_batches
+
     used = {"baseline": 1.0, "teacher": 1.0, "student": 1.0, **(epochs_used or {})}
     B = config.train.batch_size
     N = len(config.teacher.dropouts)
     n, n_test, n_u = sizes["train"], sizes["test"], sizes["unlabeled"]
     grid = grid_trainings(config, per_ratio=per_ratio)
-    E = config.student.epochs
+
+    def epochs(section, n_l: int, n_un: int = 0) -> int:
+        """The epochs ``section`` trains on n_l labelled (+ n_un unlabelled) rows: its ``epochs``,
+        or those its step budget gives at this size (the presets with ``steps``)."""
+        return Schedule.of(section, max(n_batches(n_l, B), n_batches(n_un, B) if n_un else 0)).epochs
+
+    E = epochs(config.student, n, n_test)
     # the grid's student epochs per student: every ratio in full, or halving's rounds
     grid_epochs = (sum(k * e for k, e in halving_plan(grid, E, config.student.halving_factor)) if halving
                    else grid * E)
     attributes = len(config.attributes)
     top = int(round(0.75 * n_test))
+    others = ((n, n_u), (n + n_test, 0), (n, top), (n, 0), (n, n_test))  # unlabeled, pseudo, top 75%, none, no MC
     student_epochs = (grid_epochs * _epoch(units, "student", B, n, n_test)     # ts_test grid
-                      + E * (_epoch(units, "student", B, n, n_u)               # ts_unlabeled
-                             + _epoch(units, "student", B, n + n_test)         # ts_pseudo
-                             + _epoch(units, "student", B, n, top)             # ts_top75
-                             + _epoch(units, "student", B, n)                  # no unlabelled data
-                             + _epoch(units, "student", B, n, n_test)))        # no MC dropout
+                      + sum(epochs(config.student, a, b) * _epoch(units, "student", B, a, b) for a, b in others))
     parts = {
-        "baseline": used["baseline"] * config.baseline.epochs * _epoch(units, "baseline", B, n),
-        "teachers": used["teacher"] * N * config.teacher.epochs * _epoch(units, "teacher", B, n),
+        "baseline": used["baseline"] * epochs(config.baseline, n) * _epoch(units, "baseline", B, n),
+        "teachers": used["teacher"] * N * epochs(config.teacher, n) * _epoch(units, "teacher", B, n),
         "mc": N * (n + n_test + n_u) * units[f"mc_row_{config.mc.passes}"],
         "students": used["student"] * N * student_epochs,
         "predict": (grid + 5) * units["ensemble_predict_test"],
