@@ -415,7 +415,9 @@ class UnlabelledConfig(_Section):
 
     Attributes:
         source: ``"none"``, ``"test"`` (transductive: the test segments without labels; the
-            paper's main setting) or ``"unlabeled"`` (random unannotated segments).
+            paper's main setting) or ``"unlabeled"`` (random unannotated segments: the
+            manifest's split of that name, spelled as MSP-Podcast spells it; the section's own
+            spelling, ``"unlabelled"``, is accepted too and read as ``"unlabeled"``).
         size: how many unannotated segments to draw per trial (default: as many as the test set).
         keep_fraction: keep only this fraction with the lowest teacher uncertainty
             (0.75 = the paper's "top 75%" setting).
@@ -425,6 +427,11 @@ class UnlabelledConfig(_Section):
     source: str = _field("test", _Check(str, choices=UNLABELLED_SOURCES))
     size: int | None = _field(None, _Check(int, low=1, optional=True))
     keep_fraction: float = _field(1.0, _Check(float, low=0.0, high=1.0, low_open=True))
+
+    def __post_init__(self) -> None:
+        if self.source == "unlabelled":  # the section's spelling for the split's
+            object.__setattr__(self, "source", "unlabeled")
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,12 @@ def test_apply_overrides_errors():
         apply_overrides(Config(), ["student.epoch=3"])
     with pytest.raises(ConfigError, match=r"The 'passes' parameter of \[mc\] must be an int .* Got 'many' instead"):
         apply_overrides(Config(), ["mc.passes=many"])
+
+
+def test_unlabelled_source_takes_either_spelling():
+    from serdistill.config import UnlabelledConfig
+
+    assert UnlabelledConfig(source="unlabelled").source == "unlabeled" == UnlabelledConfig(source="unlabeled").source
+    assert Config.from_dict({"unlabelled": {"source": "unlabelled"}}).unlabelled.source == "unlabeled"
+    with pytest.raises(ConfigError, match="'source' parameter of \\[unlabelled\\]"):
+        UnlabelledConfig(source="unlabelld")
