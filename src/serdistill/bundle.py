@@ -600,8 +600,9 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
     if len(set(dims.values())) != 1:
         raise BundleError(f"Bundle {path} disagrees with itself on the number of features "
                           f"({', '.join(f'{k} {v}' for k, v in dims.items())}); it is damaged. Train it anew.")
-    _check_config_file(path, model.config)
-    return Bundle(model=model, normaliser=normaliser, features=features, config=model.config,
+    config = _config(model)
+    _check_config_file(path, config)
+    return Bundle(model=model, normaliser=normaliser, features=features, config=config,
                   versions=versions, metrics=_read_json(path, "metrics.json"), path=path, info=info)
 
 

@@ -142,10 +142,12 @@ class _SharingPickler(pickle.Pickler):
         ref = storage.file_reference(obj)
         target = obj
         if ref is None:
-            owner, copy = self.exports.get(id(obj), (None, None))
-            if owner is None or owner() is not obj:
+            entry = self.exports.get(id(obj))
+            if entry is None or entry[0]() is not obj:
                 copy = storage.concat_rows([obj], 0)  # a copy on disk (in memory if the disk has no room)
                 self.exports[id(obj)] = (weakref.ref(obj), copy)
+            else:
+                copy = entry[1]
             target, ref = copy, storage.file_reference(copy)
             if ref is None:  # the copy is in memory: an ordinary pickle, a copy per worker
                 return NotImplemented

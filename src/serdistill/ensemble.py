@@ -295,8 +295,9 @@ class TeacherEnsemble(_Estimator):
             self.histories_.append(result["history"])
             self.dev_ccc_.append(result["best_score"])
             hook = _hook(self.on_epoch, stage="teacher", member=i)
-            for info in result["history"] if hook is not None and i not in live else ():  # those that did not arrive live
-                hook(dict(info))
+            if hook is not None and i not in live:  # the epochs that did not arrive live
+                for info in result["history"]:
+                    hook(dict(info))
 
     def mc_predict(self, X: np.ndarray, *, embedding_std: bool = False) -> list[MCResult]:
         """Monte-Carlo dropout of every teacher on ``X`` (one :class:`MCResult` each).
@@ -766,9 +767,9 @@ class StudentEnsemble(_Estimator):
                 model=model.to(device).eval(), history=result["history"], best_epoch=result["best_epoch"],
                 best_score=result["best_score"]))
             hook = _hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b)
-            # the epochs that did not arrive live
-            for info in result["history"] if hook is not None and (a, b, i) not in live else ():
-                hook(dict(info))
+            if hook is not None and (a, b, i) not in live:  # the epochs that did not arrive live
+                for info in result["history"]:
+                    hook(dict(info))
         return trained
 
     @staticmethod
@@ -808,10 +809,10 @@ class StudentEnsemble(_Estimator):
 @torch.no_grad()
 def _pack(models: Sequence[MLP]) -> tuple:
     """Several same-shaped MLPs' weights, stacked for :func:`_stacked_predict`."""
-    w1 = torch.cat([m.layers[0].weight for m in models]).t()  # (d, N·H1)
-    b1 = torch.cat([m.layers[0].bias for m in models])
-    rest = [(torch.stack([m.layers[j].weight.t() for m in models]), torch.stack([m.layers[j].bias for m in models])[:, None])
-            for j in range(1, len(models[0].layers))]
+    w1 = torch.cat([m.linears[0].weight for m in models]).t()  # (d, N·H1)
+    b1 = torch.cat([m.linears[0].bias for m in models])
+    rest = [(torch.stack([m.linears[j].weight.t() for m in models]),
+             torch.stack([m.linears[j].bias for m in models])[:, None]) for j in range(1, len(models[0].layers))]
     scale = torch.stack([m.output_scale for m in models])[:, None]  # label scaling, folded in
     w_out = torch.stack([m.output.weight.t() for m in models]) * scale
     shift = torch.stack([m.output_shift for m in models])[:, None]
@@ -992,7 +993,11 @@ class TSModel(_Estimator):
         self.unlabelled_ = dict(unlabelled_info or {"source": config.unlabelled.source})
         self.unlabelled_.update(n=0 if X_unlabelled is None else len(X_unlabelled),
                                 keep_fraction=config.unlabelled.keep_fraction, kept={})
-        self.alpha_, self.beta_, self.grid_, self.history_, self.dev_ccc_ = {}, {}, {}, {}, {}
+        self.alpha_: dict[str, float] = {}  # per group (attribute, or "multi")
+        self.beta_: dict[str, float] = {}
+        self.grid_: dict[str, list[dict[str, Any]]] = {}
+        self.history_: dict[str, Any] = {}
+        self.dev_ccc_: dict[str, dict[str, Any]] = {}
         self._groups: list[_Group] = []
         if config.task == "single":
             layout = [([j], a) for j, a in enumerate(config.attributes)]

@@ -274,6 +274,7 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
                 arrays = pool = None  # the last fold's normalised copies go first
                 # normalised after the tasks (each of which normalises its own): not held while they run
                 arrays, pool = _fold_arrays(fold_data(data, config, fold), config)
+            assert arrays is not None  # set with the first run's fold
             for name, columns in groups:
                 group = _GroupRun(run_dir / "trials" / str(t) / _safe(name), config, t, name, columns,
                                   arrays, pool, settings, bar, on_progress)
@@ -362,7 +363,7 @@ class _GroupRun:
         if arrays:
             with atomic_path(self.folder / f"{setting}.npz") as tmp:
                 with open(tmp, "wb") as handle:
-                    np.savez(handle, **arrays)
+                    np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub reads the names as flags
         write_json(self.folder / f"{setting}.json", {
             "trial": self.trial, "group": self.name, "setting": setting, "ccc": scores,
             "n_test": int(len(self.X_test)), **(extra or {}),
@@ -427,6 +428,7 @@ class _GroupRun:
             self._unlabeled, _ = select_unlabelled(
                 UnlabelledConfig(source="unlabeled", size=self.config.unlabelled.size),
                 X_test=self.X_test, X_pool=self.pool, seed=trial_seed(self.config, self.within))
+        assert self._unlabeled is not None  # source "unlabeled" always selects rows
         return self._unlabeled
 
     # -- the settings ----------------------------------------------------------------------

@@ -169,7 +169,8 @@ def export_onnx(bundle: Any, path: str | os.PathLike[str] | None = None, *, opse
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
         with torch.no_grad():
-            torch.onnx.export(module, (example,), buffer, input_names=[INPUT], output_names=list(OUTPUTS),
+            torch.onnx.export(module, (example,), buffer,  # type: ignore[arg-type]  # a file object works
+                              input_names=[INPUT], output_names=list(OUTPUTS),
                               dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(proto, metadata(bundle))

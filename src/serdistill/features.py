@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -398,7 +399,7 @@ class _Run:
         self.owner, self.feature_set, self.paths = owner, feature_set, paths
         self.start = time.perf_counter()
         n, dim = len(paths), feature_set.dim
-        self.cache = None
+        self.cache: FeatureCache | None = None
         if owner.cache_dir is not None:
             self.cache = FeatureCache(owner.cache_dir, feature_settings(feature_set), dim=dim)
         self.values = np.empty((n, dim), dtype=np.float32)
@@ -406,7 +407,7 @@ class _Run:
         self.durations = np.zeros(n)
         self.rejected: dict[int, Rejection] = {}
         self.extracted = self.cached = 0
-        self.bar = None
+        self.bar: Any = None  # the tqdm progress bar while execute runs
 
     def stats(self) -> ExtractionStats:
         return ExtractionStats(
@@ -438,7 +439,8 @@ class _Run:
                     else:
                         for future in as_completed(futures):
                             for job, outcome in future.result():
-                                self._receive(*jobs[job], outcome)
+                                key, indices = jobs[job]
+                                self._receive(key, indices, outcome)
             finally:
                 if pool is not None:  # after an error: drop queued work, wait for running chunks
                     pool.shutdown(wait=True, cancel_futures=True)
@@ -474,10 +476,10 @@ class _Run:
     def _sequential(self, jobs: list[tuple[str, list[int]]]) -> None:
         if not jobs:
             return
-        key = (self.feature_set, self.owner.min_duration, self.owner.allow_truncated, self.owner.min_level)
-        engine = self.owner._engines.get(key)
+        setup = (self.feature_set, self.owner.min_duration, self.owner.allow_truncated, self.owner.min_level)
+        engine = self.owner._engines.get(setup)
         if engine is None:  # kept on the extractor: later calls skip openSMILE's start-up
-            engine = self.owner._engines[key] = _Engine(*key)
+            engine = self.owner._engines[setup] = _Engine(*setup)
         for key, indices in jobs:
             self._receive(key, indices, engine.process(self.paths[indices[0]]))
 
@@ -492,6 +494,7 @@ class _Run:
                 self._reject(i, dataclasses.replace(outcome.rejection, file=self.paths[i]))
             self.bar.update(len(indices))
             return
+        assert outcome.features is not None  # an outcome without a rejection has features
         if self.cache is not None:
             self.cache.put(key, outcome.features, outcome.duration, outcome.declared_duration, outcome.level)
         self._keep(indices, outcome.features, outcome.duration, outcome.declared_duration)
@@ -591,7 +594,7 @@ def extract_manifest(
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, require_train=False)
     if engine is not None:
-        table, rejected, stats = extract_files_with_engine(manifest.files, engine, **kwargs)
+        table, rejected, stats = extract_files_with_engine(manifest.files, engine, **kwargs)  # type: ignore[arg-type]
     else:
         extractor = FeatureExtractor(**kwargs)  # type: ignore[arg-type]
         table = extractor.process_files(manifest.files)
@@ -649,7 +652,7 @@ def extract_files_with_engine(files: Iterable[PathLike], engine, *, chunk_size: 
     feature_set = probe._validate()
     settings["feature_set"] = feature_set
     if settings.get("cache_dir") is not None:  # tasks may run in another working directory
-        settings["cache_dir"] = absolute(os.path.expanduser(os.fspath(settings["cache_dir"])))
+        settings["cache_dir"] = absolute(os.path.expanduser(os.fspath(settings["cache_dir"])))  # type: ignore[call-overload]
     cwd = working_folder()
     paths = [absolute(f, cwd) for f in files]
     chunks = [paths[k:k + chunk_size] for k in range(0, len(paths), chunk_size)]

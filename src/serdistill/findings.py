@@ -90,7 +90,7 @@ def _above(analysis: Analysis, reference: str, frame, claim: str, attribute: str
     )
     if math.isfinite(paper_new) and math.isfinite(paper_ref):
         detail += (f" Paper: {paper_new:.4f} vs {paper_ref:.4f} "
-                   f"({fmt_pct(relative_improvement(paper_new, paper_ref))}).")
+                   f"({fmt_pct(float(relative_improvement(paper_new, paper_ref)))}).")
     return Finding(claim, attribute, verdict, detail)
 
 

@@ -96,8 +96,8 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
     scale = 1.0 / (1.0 - model.dropout)
     threshold = drop_threshold(model.dropout)
     dtype = torch.float32
-    weights = [layer.weight.detach().to(device, dtype) for layer in model.layers]
-    biases = [layer.bias.detach().to(device, dtype) for layer in model.layers]
+    weights = [layer.weight.detach().to(device, dtype) for layer in model.linears]
+    biases = [layer.bias.detach().to(device, dtype) for layer in model.linears]
     w_first = weights[0].t()
     w_rest = [(w.t() * scale).contiguous() for w in weights[1:]]
     # the output layer with the dropout scale and the label scaling folded in

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +89,11 @@ class MLP(nn.Module):
         ((3, 1), (3, 8))
     """
 
+    layers: nn.ModuleList
+    output: nn.Linear
+    output_scale: torch.Tensor
+    output_shift: torch.Tensor
+
     def __init__(self, in_dim: int, hidden: Sequence[int] = (512, 512, 512, 512), *,
                  dropout: float = 0.0, out_dim: int = 1, init: str = "glorot",
                  generator: torch.Generator | None = None) -> None:
@@ -108,12 +114,17 @@ class MLP(nn.Module):
         self.register_buffer("output_shift", torch.zeros(self.out_dim))
         self.reset_parameters(init, generator)
 
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """The hidden layers, typed (``self.layers`` holds only :class:`torch.nn.Linear`)."""
+        return [cast(nn.Linear, layer) for layer in self.layers]
+
     def reset_parameters(self, init: str = "glorot", generator: torch.Generator | None = None) -> None:
         """Draw the initial weights (see the class docstring for ``init``) from ``generator``."""
         if init not in ("glorot", "torch"):
             raise ValueError(f"init must be 'glorot' or 'torch'; got {init!r}.")
         with torch.no_grad():
-            for layer in (*self.layers, self.output):
+            for layer in (*self.linears, self.output):
                 if init == "glorot":
                     bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))
                     layer.weight.uniform_(-bound, bound, generator=generator)

@@ -63,12 +63,12 @@ def plot_ccc_bars(summary: pd.DataFrame, path: str | os.PathLike[str], *, n_tria
             stds.append(0.0 if row is None or np.isnan(row["std"]) else row["std"])
             papers.append(get_setting(key).paper_ccc(attribute))
             colours.append(_TABLE_COLOURS[get_setting(key).table])
-        means, stds, papers = np.array(means), np.array(stds), np.array(papers)
-        ax.barh(y, means, xerr=stds, color=colours, alpha=0.85, height=0.7,
+        mean_a, std_a, paper_a = np.array(means), np.array(stds), np.array(papers)
+        ax.barh(y, mean_a, xerr=std_a, color=colours, alpha=0.85, height=0.7,
                 error_kw={"capsize": 3, "ecolor": "#333333", "elinewidth": 1.2})
-        ax.plot(papers, y - 0.22, "D", markerfacecolor="white", markeredgecolor="black", markersize=5,
+        ax.plot(paper_a, y - 0.22, "D", markerfacecolor="white", markeredgecolor="black", markersize=5,
                 linestyle="none", label="paper (Sridhar & Busso 2020)", zorder=3)
-        ax.set_xlim(*_zoom(np.concatenate([means - stds, means + stds, papers])))
+        ax.set_xlim(*_zoom(np.concatenate([mean_a - std_a, mean_a + std_a, paper_a])))
         ax.set_title(_title(attribute))
         ax.set_xlabel(f"CCC, mean ± std over {n_trials} trials\n(axis zoomed, not from 0)")
         ax.grid(axis="x", alpha=0.3)

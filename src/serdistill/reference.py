@@ -114,7 +114,7 @@ class LinearReference:
             score = _score(model.predict(Xd) * std + mean, y_dev[dev_rows])
             if best is None or score > best[0]:
                 best = (score, C, model.coef_ * std, float(model.intercept_[0]) * std + mean)
-        score, C, coef, intercept = best  # type: ignore[misc]
+        score, C, coef, intercept = best
         _edge("svr", C, SVR_CS)
         return coef, intercept, C, score, len(rows)
 
@@ -161,7 +161,7 @@ def _fit_ridge(X, y, rows, X_dev, y_dev, dev_rows):
         score = _score(dev_basis @ weights + y_mean, y_dev[dev_rows])
         if best is None or score > best[0]:
             best = (score, alpha)
-    score, alpha = best  # type: ignore[misc]
+    score, alpha = best
     _edge("ridge", alpha, RIDGE_ALPHAS)
     coef = coef_of(alpha)
     return coef, y_mean - float(x_mean @ coef), alpha, score, n

@@ -96,6 +96,12 @@ class StackedMLP(nn.Module):
         True
     """
 
+    out_weight: nn.Parameter
+    out_bias: nn.Parameter
+    output_scale: torch.Tensor
+    output_shift: torch.Tensor
+    rates: torch.Tensor
+
     def __init__(self, models: Sequence[MLP], *, train_output: bool = True) -> None:
         super().__init__()
         first = models[0]
@@ -107,8 +113,8 @@ class StackedMLP(nn.Module):
             value = torch.stack([get(m).detach() for m in models])
             return nn.Parameter((value[:, None, :] if bias else value).contiguous())
 
-        self.weights = nn.ParameterList(stack(lambda m, j=j: m.layers[j].weight.t()) for j in range(len(self.hidden)))
-        self.biases = nn.ParameterList(stack(lambda m, j=j: m.layers[j].bias, True) for j in range(len(self.hidden)))
+        self.weights = nn.ParameterList(stack(lambda m, j=j: m.linears[j].weight.t()) for j in range(len(self.hidden)))
+        self.biases = nn.ParameterList(stack(lambda m, j=j: m.linears[j].bias, True) for j in range(len(self.hidden)))
         self.out_weight = stack(lambda m: m.output.weight.t())
         self.out_bias = stack(lambda m: m.output.bias, True)
         self.out_weight.requires_grad_(train_output)
@@ -241,7 +247,8 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     device = resolve_device(train.device)
     X_t, y_t = _labelled_tensors(X, y, device, "training")
     has_u = X_unlabelled is not None and len(X_unlabelled) > 0
-    U_t = _as_tensor(X_unlabelled, device) if has_u else torch.zeros((0, X_t.shape[1]), device=device)
+    U_t = (torch.zeros((0, X_t.shape[1]), device=device) if X_unlabelled is None or not has_u
+           else _as_tensor(X_unlabelled, device))
     if has_u and any(job.target_unlabelled is None for job in jobs):
         raise ValueError("fit_students_stacked got X_unlabelled but a job without target_unlabelled.")
     B, n, m = train.batch_size, len(X_t), len(U_t)

@@ -24,6 +24,7 @@ import os
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -65,12 +66,12 @@ def disk_matrix(shape: tuple[int, int], dtype: type = np.float32,
         # the descriptor stays open with the mapping: other processes reopen the file through it
         mapping.fd = fd
         weakref.finalize(mapping, os.close, fd)
-        flat = np.frombuffer(mapping, dtype=dtype, count=int(n) * int(d))
+        flat: np.ndarray = np.frombuffer(mapping, dtype=dtype, count=int(n) * int(d))
         return flat.reshape(n, d)
     raise error or OSError("disk_matrix: no directory given")
 
 
-def large_empty(shape: tuple[int, ...], disk_bytes: int, dtype: type = np.float32) -> np.ndarray:
+def large_empty(shape: tuple[int, ...], disk_bytes: float, dtype: type = np.float32) -> np.ndarray:
     """An array of ``shape``: a :func:`disk_matrix` from ``disk_bytes`` up (memory if the disk has no room).
 
     For arrays written once and then read a slice at a time, such as the teachers'
@@ -86,7 +87,7 @@ def large_empty(shape: tuple[int, ...], disk_bytes: int, dtype: type = np.float3
     return np.empty(shape, dtype=dtype)
 
 
-def concat_rows(parts: Iterable[np.ndarray], disk_bytes: int, rows: int = 2048) -> np.ndarray:
+def concat_rows(parts: Iterable[np.ndarray], disk_bytes: float, rows: int = 2048) -> np.ndarray:
     """``np.concatenate(parts)`` along the rows, a :func:`disk_matrix` from ``disk_bytes`` up.
 
     Copied in blocks of ``rows``, each released after use on both sides, so that neither
@@ -122,9 +123,11 @@ def file_reference(X: np.ndarray) -> tuple[str, int] | None:
     :func:`open_reference` maps it.
     """
     found = _mapping(X)
-    if found is None or not isinstance(found[0], _FileMapping) or not os.path.isdir("/proc/self/fd"):
+    if found is None or not os.path.isdir("/proc/self/fd"):
         return None
     mapping, origin = found
+    if not isinstance(mapping, _FileMapping):
+        return None
     return f"/proc/{os.getpid()}/fd/{mapping.fd}", X.__array_interface__["data"][0] - origin
 
 
@@ -260,7 +263,7 @@ class PageBudget:
         >>> pages.read(X[:200].nbytes)   # 80 kB read: over the budget, X's pages are dropped
     """
 
-    def __init__(self, *arrays: np.ndarray | None, budget: int = PAGE_BUDGET) -> None:
+    def __init__(self, *arrays: Any, budget: int = PAGE_BUDGET) -> None:
         self.arrays = [X for X in arrays if isinstance(X, np.ndarray) and X.ndim and is_on_disk(X)]
         self.budget = int(budget)
         self.spent = 0
@@ -308,7 +311,7 @@ def row_reader(X: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray] 
     """
     found = _mapping(X)
     fd = getattr(found[0], "fd", None) if found is not None else None
-    if fd is None or X.ndim != 2 or X.strides[1] != X.itemsize or X.strides[0] < X.shape[1] * X.itemsize:
+    if found is None or fd is None or X.ndim != 2 or X.strides[1] != X.itemsize or X.strides[0] < X.shape[1] * X.itemsize:
         return None
     here, stride, dtype = X.__array_interface__["data"][0] - found[1], X.strides[0], X.dtype
     mapping = found[0]  # kept alive (and so the descriptor open) while the reader lives

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -285,6 +285,16 @@ def embedding_mean_square(target: np.ndarray | torch.Tensor) -> float:
     return value if value > 0 else 1.0
 
 
+@overload
+def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = ...,
+                hidden: Literal[False] = ...) -> np.ndarray: ...
+
+
+@overload
+def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = ...,
+                hidden: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 @torch.no_grad()
 def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = "cpu",
                 hidden: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -296,9 +306,9 @@ def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch
     pages = PageBudget(X)
     step = pages.chunk(_PREDICT_ROWS, X_t.shape[1] * 4)
     for start in range(0, len(X_t), step):
-        out, h = model.forward_hidden(X_t[start:start + step].to(device))
-        pages.read(len(out) * X_t.shape[1] * 4)
-        outs.append(out.cpu())
+        block, h = model.forward_hidden(X_t[start:start + step].to(device))
+        pages.read(len(block) * X_t.shape[1] * 4)
+        outs.append(block.cpu())
         if hidden:
             hiddens.append(h.cpu())
     width = model.hidden[-1]

@@ -241,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             for path in plot_timelines(timeline, args.plot, label_range=bundle.label_range):
                 print(f"Plotted {path}", file=sys.stderr)
+    assert table is not None  # files is not empty: some were predicted whole or in segments
     to_stdout = args.output == "-"
     rejected_csv = args.rejected or (None if to_stdout else rejections_path(args.output))
     if rejected_csv is not None:

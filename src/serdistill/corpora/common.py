@@ -44,8 +44,8 @@ def find_audio(folder: Path, *, recursive: bool = True,
 
 def examples(items: Iterable[object], limit: int = _SHOWN) -> str:
     """A short comma-separated list of ``items``, with '...' when there are more."""
-    items = [str(i) for i in items]
-    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+    shown = [str(i) for i in items]
+    return ", ".join(shown[:limit]) + (", ..." if len(shown) > limit else "")
 
 
 def durations(files: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> np.ndarray:

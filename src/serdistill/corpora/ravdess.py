@@ -57,7 +57,8 @@ def build(
     if not files:
         raise CorpusError(f"RAVDESS folder {root} holds no .wav or .flac files (searched recursively); "
                           "expected files like Actor_01/03-01-05-02-01-01-01.wav.")
-    rows, unmatched, other_modality, seen = [], [], 0, {}
+    rows, unmatched, other_modality = [], [], 0
+    seen: dict[str, os.PathLike[str]] = {}
     for file in files:
         match = PATTERN.match(file.stem)
         if not match or not _valid(match):

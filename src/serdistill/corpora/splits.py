@@ -49,7 +49,7 @@ def check_proportions(proportions: Sequence[float]) -> tuple[float, float, float
             f"Split proportions must be three positive numbers (train, development, test) "
             f"summing to 1; got {list(proportions)}. Use e.g. 0.6,0.2,0.2."
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def assign_speakers(
