@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from serdistill.errors import ConfigError, SerdistillError
+from serdistill.events import report, set_queue, sink
 from serdistill.lifecycle import started_on_main_thread
 
 __all__ = ["ENGINES", "EngineError", "LocalEngine", "RayEngine", "get_engine", "report"]
@@ -45,27 +46,6 @@ WAIT_SECONDS = 2.0
 
 class EngineError(SerdistillError, RuntimeError):
     """An engine cannot start: Ray is not installed, or its cluster cannot be reached."""
-
-
-#: In a local pool's worker: the queue that its tasks' :func:`report` events go to.
-_EVENTS: Any = None
-#: In the command's process, while ``map`` runs tasks here: its ``on_event``.
-_SINK: list[Callable[[Any], None] | None] = [None]
-
-
-def report(event: Any) -> None:
-    """From inside a task: hand ``event`` (small, picklable) to the ``on_event`` of the ``map``
-    that runs the task, while the task goes on (e.g. each finished epoch, for a progress bar).
-
-    On the local pool it goes through a queue that the command reads as it waits; on Ray,
-    through a queue actor of the cluster (``ray.util.queue``), which the command reads as it
-    waits; in the command's own process ``on_event`` is called at once. Without an
-    ``on_event`` it does nothing.
-    """
-    if _SINK[0] is not None:
-        _SINK[0](event)
-    elif _EVENTS is not None:
-        _EVENTS.put(event)
 
 
 class _Engine:
@@ -178,10 +158,9 @@ def _init_worker(events: Any, main_thread: bool = False) -> None:
 
     from serdistill.lifecycle import exit_with_parent
 
-    global _EVENTS
     exit_with_parent(main_thread)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _EVENTS = events
+    set_queue(events)
 
 
 def _call_local(fn: Callable[..., Any], item: Any, blob: bytes, digest: str) -> Any:
@@ -258,13 +237,10 @@ class LocalEngine(_Engine):
         results: list[Any] = [None] * len(items)
         with _bar(len(items), desc) as bar:
             if workers <= 1:
-                before, _SINK[0] = _SINK[0], on_event
-                try:
+                with sink(on_event):
                     for i, item in enumerate(items):
                         results[i] = fn(item, **shared)
                         bar.update(1)
-                finally:
-                    _SINK[0] = before
                 return results
             buffer = io.BytesIO()
             _SharingPickler(buffer, self._exports).dump(shared)
@@ -326,12 +302,11 @@ def _cpus() -> int:
 def _call_ray(fn: Callable[..., Any], keys: tuple[str, ...], events: Any, item: Any, *values: Any) -> Any:
     # Ray resolves object references passed as top-level arguments: ``values`` are the
     # shared objects themselves, fetched from the object store once per node.
-    global _EVENTS
-    before, _EVENTS = _EVENTS, (None if events is None else _RayEvents(events))
+    before = set_queue(None if events is None else _RayEvents(events))
     try:
         return fn(item, **dict(zip(keys, values)))
     finally:
-        _EVENTS = before
+        set_queue(before)
 
 
 class _RayEvents:

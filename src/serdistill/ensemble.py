@@ -41,8 +41,8 @@ import torch
 
 from serdistill import __version__
 from serdistill.config import Config, UnlabelledConfig
-from serdistill.engine import report
 from serdistill.errors import ConfigError, NotFittedError
+from serdistill.events import report
 from serdistill.health import failed_members
 from serdistill.io import atomic_path, jsonable, write_json
 from serdistill.mc_dropout import MCResult, mc_dropout

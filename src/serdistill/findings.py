@@ -26,7 +26,7 @@ from serdistill.settings import BASELINE, FULL_MODEL, RIDGE, STUDENTS, TEACHERS,
 from serdistill.stats import relative_improvement
 
 if TYPE_CHECKING:
-    from serdistill.report import Analysis
+    from serdistill.analysis import Analysis
 
 HELD = "held"
 MEAN_ONLY = "held in the mean, not significant"

@@ -32,99 +32,26 @@ from typing import Any
 
 import pandas as pd
 
+from serdistill.analysis import Analysis, analyse
 from serdistill.findings import Finding, findings, findings_blocks
 from serdistill.io import installed_versions, jsonable, write_json, write_text
-from serdistill.manifest import ATTRIBUTES
 from serdistill.render import Block, Table, fmt_ccc, fmt_p, fmt_pct, fmt_pm, fmt_t, to_html, to_markdown
-from serdistill.results import ResultsError, consistency_table, validate_grid, validate_results, write_results
+from serdistill.results import consistency_table, validate_grid, write_results
 from serdistill.settings import (
     BASELINE,
     FULL_MODEL,
     REFERENCES,
-    RIDGE,
     STUDENTS,
-    SVR,
     TEACHERS,
     get_setting,
     order_settings,
-    resolve_aliases,
     table_settings,
 )
-from serdistill.stats import chosen_alpha_beta, compare, compare_to_others, consistency_medians, grid_means, summarise
+from serdistill.stats import chosen_alpha_beta, consistency_medians, grid_means
 
 MARK_BASELINE, MARK_TEACHERS, MARK_FULL = "†", "‡", "*"
 SUMMARY_SCHEMA = "serdistill-summary/1"
 _VERSIONED = ("scipy", "pandas", "matplotlib")  # beside installed_versions' own
-
-
-@dataclasses.dataclass(frozen=True)
-class Analysis:
-    """Everything the report shows, computed once from a results table."""
-
-    table: pd.DataFrame
-    summary: pd.DataFrame
-    vs_baseline: pd.DataFrame | None
-    vs_teachers: pd.DataFrame | None
-    vs_full: pd.DataFrame | None
-    alpha: float
-    not_run: dict[str, str]
-    vs_ridge: pd.DataFrame | None = None
-    vs_svr: pd.DataFrame | None = None
-    cross_validation: bool = False  # runs are folds x trials: the legends say "runs", not "trials"
-
-    def against(self, reference: str) -> pd.DataFrame | None:
-        """The tests of every setting against ``reference`` (baseline, teachers, ridge, svr)."""
-        return {BASELINE: self.vs_baseline, TEACHERS: self.vs_teachers, RIDGE: self.vs_ridge,
-                SVR: self.vs_svr}.get(reference)
-
-    @property
-    def trials(self) -> list[int]:
-        return sorted(int(t) for t in self.table["trial"].unique())
-
-    @property
-    def attributes(self) -> list[str]:
-        present = set(self.table["attribute"])
-        return [a for a in ATTRIBUTES if a in present]
-
-    def has(self, setting: str, attribute: str | None = None) -> bool:
-        if attribute is None:
-            return setting in self.summary.index.get_level_values("setting")
-        return (setting, attribute) in self.summary.index
-
-    def mean(self, setting: str, attribute: str) -> float:
-        return float(self.summary.loc[(setting, attribute), "mean"]) if self.has(setting, attribute) else math.nan
-
-
-def analyse(results: pd.DataFrame, *, alpha: float = 0.01, not_run: Mapping[str, str] | None = None) -> Analysis:
-    """Validate ``results``, fill aliases and run every test the report shows.
-
-    Args:
-        results: long results table (``trial, setting, attribute, ccc``).
-        alpha: significance level of the one-tailed paired t-tests.
-        not_run: setting -> why it has no results (overrides the settings' defaults).
-    """
-    table = resolve_aliases(validate_results(results))
-    if table.empty:
-        raise ResultsError("The results table is empty; expected one row per (trial, setting, attribute).")
-    present = set(table["setting"])
-    reasons = {s.key: s.missing for s in table_settings(1) + table_settings(2) if s.key not in present}
-    reasons.update({k: v for k, v in (not_run or {}).items() if k not in present})
-    return Analysis(
-        table=table,
-        summary=summarise(table),
-        vs_baseline=compare(table, reference=BASELINE, alpha=alpha) if BASELINE in present else None,
-        vs_teachers=compare(table, reference=TEACHERS, alpha=alpha) if TEACHERS in present else None,
-        vs_full=_ablation_tests(table, alpha) if FULL_MODEL in present else None,
-        alpha=alpha,
-        not_run=reasons,
-        vs_ridge=compare(table, reference=RIDGE, alpha=alpha) if RIDGE in present else None,
-        vs_svr=compare(table, reference=SVR, alpha=alpha) if SVR in present else None,
-    )
-
-
-def _ablation_tests(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    others = [s.key for s in table_settings(2) if s.key != FULL_MODEL]
-    return compare_to_others(table, best=FULL_MODEL, others=others, alpha=alpha)
 
 
 def _test(frame: pd.DataFrame | None, setting: str, attribute: str) -> pd.Series | None:

@@ -130,11 +130,12 @@ def test_the_pool_calls_on_wait_while_its_tasks_run(monkeypatch):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_task_reports_reach_on_event_while_the_tasks_run(monkeypatch, tmp_path, workers):
     import serdistill.engine as engine_module
+    import serdistill.events as events_module
 
     monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
     with LocalEngine(workers) as engine:
         check_live_reports(engine, tmp_path)
-    assert engine_module._SINK == [None]
+    assert events_module._sink == [None]  # the command's sink is restored after map
 
 
 def test_pool_training_reports_each_epoch_once_as_the_sequential_one_does():
