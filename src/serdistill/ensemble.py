@@ -61,21 +61,18 @@ from serdistill.storage import (
     select_rows,
     take_rows,
 )
+from serdistill.torch_state import derive_seed, load_checkpoint, resolve_device, save_checkpoint
 from serdistill.training import (
     SCALE_FREE_OPTIMIZERS,
     EpochHook,
     FitResult,
     Schedule,
-    derive_seed,
     fit_baseline,
     fit_student,
     fit_teacher,
-    load_checkpoint,
     loss_weights,
     n_batches,
     predict_mlp,
-    resolve_device,
-    save_checkpoint,
 )
 
 logger = logging.getLogger(__name__)

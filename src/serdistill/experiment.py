@@ -69,7 +69,7 @@ from serdistill.storage import (
     release_rows,
     select_rows,
 )
-from serdistill.training import derive_seed
+from serdistill.torch_state import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
     total = len(todo) * len(groups) * len(settings)
     bar = _bar(total, progress)
     if engine is not None and todo:
-        from serdistill.training import resolve_device
+        from serdistill.torch_state import resolve_device
 
         threads = int(getattr(engine, "task_cpus", 1))
         gpus = 1 if resolve_device(config.train.device).type == "cuda" else 0

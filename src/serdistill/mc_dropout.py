@@ -29,7 +29,7 @@ import torch
 
 from serdistill.models import MLP, drop_threshold
 from serdistill.storage import PageBudget
-from serdistill.training import derive_seed, make_generator, resolve_device
+from serdistill.torch_state import derive_seed, make_generator, resolve_device
 
 #: Rows (passes x segments) per stacked GEMM: bounds memory to ~4 buffers of this x 512 floats.
 #: 8,192 (one default block, one pass at a time on large inputs) runs as fast as 32,768 here

@@ -51,8 +51,15 @@ from serdistill.config import StudentConfig, TeacherConfig, TrainConfig
 from serdistill.metrics import ccc_torch
 from serdistill.models import MLP, keep_mask
 from serdistill.storage import PageBudget
-from serdistill.training import (
+from serdistill.torch_state import (
     CHECKPOINT_FORMAT,
+    derive_seed,
+    load_checkpoint,
+    make_generator,
+    resolve_device,
+    save_checkpoint,
+)
+from serdistill.training import (
     SCALE_FREE_OPTIMIZERS,
     EpochHook,
     FitResult,
@@ -65,14 +72,9 @@ from serdistill.training import (
     _rows,
     batch_schedule,
     batches,
-    derive_seed,
     embedding_mean_square,
-    load_checkpoint,
     loss_weights,
-    make_generator,
     n_batches,
-    resolve_device,
-    save_checkpoint,
     set_output_layer,
 )
 

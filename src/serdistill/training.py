@@ -1,4 +1,4 @@
-"""Training loops for the baseline, the teachers and the students; seeds; checkpoints.
+"""Training loops for the baseline, the teachers and the students (one model at a time).
 
 Every loop trains on mini-batches, scores the development set after each epoch and keeps
 the weights of the epoch with the best development CCC (**decided** for all three model
@@ -7,17 +7,17 @@ kinds). Each loop records a ``history`` (one dict per epoch), calls an optional
 (model, optimiser, epoch, generators, history) and resumes from it when it exists.
 
 Randomness flows through explicit generators derived from one seed with
-:func:`derive_seed`: initial weights, batch order and dropout masks. The same seed gives
-identical weights on the same machine and thread count; no global RNG is touched.
+:func:`~serdistill.torch_state.derive_seed`: initial weights, batch order and dropout masks.
+The same seed gives identical weights on the same machine and thread count; no global RNG
+is touched. Seeds, devices and checkpoints live in :mod:`serdistill.torch_state` (and are
+re-exported here).
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
-import random
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,76 +28,22 @@ import torch
 
 from serdistill.config import BaselineConfig, StudentConfig, TeacherConfig, TrainConfig
 from serdistill.errors import ConfigError
-from serdistill.io import atomic_path
 from serdistill.metrics import ccc_loss, ccc_torch
 from serdistill.models import MLP
 from serdistill.storage import PageBudget, row_reader
+from serdistill.torch_state import (  # re-exported: their home before torch_state
+    CHECKPOINT_FORMAT,
+    derive_seed,
+    load_checkpoint,
+    make_generator,
+    resolve_device,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
 EpochHook = Callable[[dict[str, Any]], None]
 _PREDICT_ROWS = 8192
-CHECKPOINT_FORMAT = 1
-
-
-# ---------------------------------------------------------------------------------------
-# Seeds and devices
-
-
-def derive_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed for the stream named by ``keys`` under the master ``seed``.
-
-    Streams with different keys are independent (NumPy's SeedSequence spawning).
-
-    Examples:
-        >>> derive_seed(0, "teacher", 1) == derive_seed(0, "teacher", 1) != derive_seed(0, "teacher", 2)
-        True
-    """
-    spawn = tuple(k if isinstance(k, int) else zlib.crc32(str(k).encode()) for k in keys)
-    state = np.random.SeedSequence(int(seed), spawn_key=spawn).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
-
-
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator on ``device`` seeded with ``seed``."""
-    generator = torch.Generator(device=torch.device(device))
-    generator.manual_seed(int(seed))
-    return generator
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (for code outside serdistill)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch.device; ConfigError if it is CUDA and none is available."""
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"The 'device' parameter of [train] asks for {str(device)!r}, but torch {torch.__version__} sees no "
-            "CUDA device: set device = 'cpu' (--device cpu), or run where a GPU is, with a CUDA build of torch."
-        )
-    return device
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically with torch.save."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (weights-only unpickling)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
 
 
 # ---------------------------------------------------------------------------------------

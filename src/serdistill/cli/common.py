@@ -130,7 +130,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def load_config_from_args(args: argparse.Namespace, overrides: Sequence[str] | None = None):
     """The config of ``--config`` with ``--set`` and ``--device`` applied."""
     from serdistill.config import apply_overrides, load_config
-    from serdistill.training import resolve_device
+    from serdistill.torch_state import resolve_device
 
     config = load_config(args.config)
     overrides = list(args.set or []) if overrides is None else list(overrides)
