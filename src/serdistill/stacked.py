@@ -47,18 +47,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from serdistill import torch_state
 from serdistill.config import StudentConfig, TeacherConfig, TrainConfig
 from serdistill.metrics import ccc_torch
 from serdistill.models import MLP, keep_mask
 from serdistill.storage import PageBudget
-from serdistill.torch_state import (
-    CHECKPOINT_FORMAT,
-    derive_seed,
-    load_checkpoint,
-    make_generator,
-    resolve_device,
-    save_checkpoint,
-)
 from serdistill.training import (
     SCALE_FREE_OPTIMIZERS,
     EpochHook,
@@ -246,7 +239,7 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     """
     if not jobs:
         return []
-    device = resolve_device(train.device)
+    device = torch_state.resolve_device(train.device)
     X_t, y_t = _labelled_tensors(X, y, device, "training")
     has_u = X_unlabelled is not None and len(X_unlabelled) > 0
     U_t = (torch.zeros((0, X_t.shape[1]), device=device) if X_unlabelled is None or not has_u
@@ -315,7 +308,7 @@ def fit_teachers_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     """Train teachers with the rates ``dropouts`` and the seeds ``seeds`` together; each result
     equals :func:`~serdistill.training.fit_teacher`'s (its own weights, batch order and dropout
     masks, drawn from its own generators in the same order)."""
-    device = resolve_device(train.device)
+    device = torch_state.resolve_device(train.device)
     X_t, y_t = _labelled_tensors(X, y, device, "training")
     B, n = train.batch_size, len(X_t)
     models = [_new_model(X_t.shape[1], config.hidden, p, y_t, train, s, device) for p, s in zip(dropouts, seeds)]
@@ -374,8 +367,8 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
     streams = list(dict.fromkeys(seeds))  # one batch stream per distinct seed
     stream_of = [streams.index(s) for s in seeds]
     opt = optimizer()
-    gens = [make_generator(derive_seed(s, "shuffle")) for s in streams]
-    dropout = [make_generator(derive_seed(s, "dropout"), device) for s in seeds]
+    gens = [torch_state.make_generator(torch_state.derive_seed(s, "shuffle")) for s in streams]
+    dropout = [torch_state.make_generator(torch_state.derive_seed(s, "dropout"), device) for s in seeds]
     active = list(range(K))  # the members still in the stack, in stack order
     results = [FitResult(model=MLP(stack.in_dim, stack.hidden, dropout=float(stack.rates[k]), out_dim=stack.out_dim,
                                    generator=torch.Generator()), best_score=-math.inf) for k in range(K)]
@@ -385,7 +378,7 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
     dev_pages = PageBudget(X_dev)
 
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, map_location=device)
+        state = torch_state.load_checkpoint(checkpoint, map_location=device)
         _check_fingerprint(state, fingerprint, checkpoint)
         epoch, active = int(state["epoch"]), list(state["active"])
         if active:
@@ -403,8 +396,8 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
         logger.info("stack of %d: resumed from %s after epoch %d", K, checkpoint, epoch)
 
     def save() -> None:
-        save_checkpoint(checkpoint, {  # type: ignore[arg-type]
-            "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch, "active": active,
+        torch_state.save_checkpoint(checkpoint, {  # type: ignore[arg-type]
+            "format": torch_state.CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch, "active": active,
             "model": stack.state_dict(), "optimizer": opt.state_dict(), "rng": [g.get_state() for g in gens + dropout],
             "best_model": best, "results": [(r.history, r.best_epoch, r.best_score, r.stopped_early) for r in results],
         })
