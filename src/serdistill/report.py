@@ -127,6 +127,7 @@ def table1_markdown(results: pd.DataFrame, *, alpha: float = 0.01, not_run: Mapp
     """Table 1 as a Markdown table with its legend, for a terminal or a README.
 
     Examples:
+        >>> from serdistill.manifest import ATTRIBUTES
         >>> rows = [(t, s, a, 0.5 + 0.01 * t + (0.05 if s == "ts_test" else 0))
         ...         for t in range(3) for s in ("baseline", "teachers", "ts_test") for a in ATTRIBUTES]
         >>> text = table1_markdown(pd.DataFrame(rows, columns=["trial", "setting", "attribute", "ccc"]))
