@@ -563,23 +563,21 @@ class StudentEnsemble(_Estimator):
             same = first.get(ratio(alpha, beta)) or eliminated.get(ratio(alpha, beta))
             if same is not None:  # trained already, under another point of the same ratio (or dropped by halving)
                 row = {**same, "alpha": alpha, "beta": beta, "seconds": 0.0, "same_as": [same["alpha"], same["beta"]]}
-                if (same["alpha"], same["beta"]) == (alpha, beta):
-                    row = {k: v for k, v in same.items()}
-                    first[ratio(alpha, beta)] = row
+                if (same["alpha"], same["beta"]) == (alpha, beta):  # the dropped ratio's own point
+                    row = first[ratio(alpha, beta)] = dict(same)
                 self.grid_.append(row)
                 if folder is not None:
                     done[key] = row
                     write_json(folder / "grid.json", jsonable(done))
                 continue
-            stacked = self.engine is None and config.train.stacks()
-            if (self.engine is not None or stacked) and key not in trained:  # the next points together
+            if (self.engine is not None or config.train.stacks()) and key not in trained:  # the next points together
                 upcoming, ratios = [], set(first) | set(eliminated)
                 for a, b in grid[g:]:
                     if self._key(a, b) not in done and ratio(a, b) not in ratios:
                         upcoming.append((a, b))
                         ratios.add(ratio(a, b))
-                trained = (self._fit_stacked(upcoming[:config.train.stack_points], data, config, seed, folder)
-                           if stacked else self._fit_on_engine(upcoming[:ENGINE_GRID_POINTS], data, config, seed, folder))
+                size = ENGINE_GRID_POINTS if self.engine is not None else config.train.stack_points
+                trained = self._train_points(upcoming[:size], data, config, seed, folder)
             tic = time.perf_counter()
             results = trained.pop(key, None) or [
                 self._fit_one(i, alpha, beta, data, config, seed, folder) for i in range(len(embeddings))]

@@ -56,13 +56,16 @@ def ccc(x: np.ndarray, y: np.ndarray) -> float | np.ndarray:
     return float(value) if value.ndim == 0 else value
 
 
-def ccc_loss(prediction: torch.Tensor, target: torch.Tensor, *, eps: float = CCC_EPS) -> torch.Tensor:
+def ccc_loss(prediction: torch.Tensor, target: torch.Tensor, *, eps: float = CCC_EPS,
+             per_column: bool = False) -> torch.Tensor:
     """``1 − CCC`` over the batch, averaged over output columns; safe on degenerate batches.
 
     Args:
-        prediction: shape (n,) or (n, k).
+        prediction: shape (n,) or (n, ...): the batch along dimension 0.
         target: the same shape.
         eps: added to the denominator (see :data:`CCC_EPS`).
+        per_column: return ``1 − CCC`` of every column (the shape after dimension 0)
+            instead of their mean (a stack of models: :mod:`serdistill.stacked`).
 
     Returns:
         A scalar tensor; finite with a finite gradient for any finite input, including a
@@ -86,7 +89,8 @@ def ccc_loss(prediction: torch.Tensor, target: torch.Tensor, *, eps: float = CCC
     dt = target - mean_t
     cov = (dp * dt).mean(dim=0)
     denominator = (dp * dp).mean(dim=0) + (dt * dt).mean(dim=0) + (mean_p - mean_t) ** 2 + eps
-    return (1.0 - 2.0 * cov / denominator).mean()
+    loss = 1.0 - 2.0 * cov / denominator
+    return loss if per_column else loss.mean()
 
 
 def ccc_torch(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

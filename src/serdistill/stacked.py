@@ -49,7 +49,7 @@ from torch import nn
 
 from serdistill import torch_state
 from serdistill.config import StudentConfig, TeacherConfig, TrainConfig
-from serdistill.metrics import ccc_torch
+from serdistill.metrics import ccc_loss, ccc_torch
 from serdistill.models import MLP, keep_mask
 from serdistill.storage import PageBudget
 from serdistill.training import (
@@ -477,6 +477,12 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
     return results
 
 
+def _ccc_loss_members(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1 − CCC`` per member (K,) for predictions (K, n, k) and labels (n, k) or (K, n, k)."""
+    target = target.transpose(0, 1) if target.ndim == 3 else target[:, None].expand(-1, len(prediction), -1)
+    return ccc_loss(prediction.transpose(0, 1), target, per_column=True).mean(dim=-1)
+
+
 def _member_rows(jobs: Sequence[StudentJob], active: list[int], kind: str, targets: dict[int, Any],
                  idxs: list[torch.Tensor], member_stream: torch.Tensor, shared: bool,
                  buf: torch.Tensor) -> torch.Tensor:
@@ -486,21 +492,6 @@ def _member_rows(jobs: Sequence[StudentJob], active: list[int], kind: str, targe
         return targets[id(arrays[0])][0](idxs[0], buf)
     streams = member_stream.tolist()
     return torch.stack([targets[id(a)][1][idxs[s]] for a, s in zip(arrays, streams)])
-
-
-def _ccc_loss_members(prediction: torch.Tensor, target: torch.Tensor, *, eps: float | None = None) -> torch.Tensor:
-    """``1 − CCC`` per member (K,) for predictions (K, n, k) and labels (n, k) or (K, n, k): as
-    :func:`~serdistill.metrics.ccc_loss` of each member."""
-    from serdistill.metrics import CCC_EPS
-
-    eps = CCC_EPS if eps is None else eps
-    mean_p = prediction.mean(dim=1, keepdim=True)
-    mean_t = target.mean(dim=-2, keepdim=True)
-    dp = prediction - mean_p
-    dt = target - mean_t
-    cov = (dp * dt).mean(dim=1)
-    denominator = (dp * dp).mean(dim=1) + (dt * dt).mean(dim=-2) + (mean_p - mean_t).squeeze(1) ** 2 + eps
-    return (1.0 - 2.0 * cov / denominator).mean(dim=1)
 
 
 @torch.no_grad()
