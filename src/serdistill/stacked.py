@@ -53,7 +53,6 @@ from serdistill.metrics import ccc_loss, ccc_torch
 from serdistill.models import MLP, keep_mask
 from serdistill.storage import PageBudget
 from serdistill.training import (
-    SCALE_FREE_OPTIMIZERS,
     EpochHook,
     FitResult,
     Schedule,
@@ -65,10 +64,9 @@ from serdistill.training import (
     _rows,
     batch_schedule,
     batches,
-    embedding_mean_square,
-    loss_weights,
     n_batches,
     set_output_layer,
+    student_weights,
 )
 
 logger = logging.getLogger(__name__)
@@ -265,11 +263,9 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     del models
 
     # per job: loss weights; shared arrays gathered once
-    weights = [loss_weights(j.alpha, j.beta) if config.optimizer in SCALE_FREE_OPTIMIZERS else (j.alpha, j.beta)
-               for j in jobs]
+    weights = [student_weights(j.alpha, j.beta, j.target, config) for j in jobs]
     w_alpha = torch.tensor([w[0] for w in weights], dtype=torch.float32, device=device)
-    w_beta = torch.tensor([w[1] / embedding_mean_square(j.target) if config.mse == "relative" else w[1]
-                           for j, w in zip(jobs, weights)], dtype=torch.float32, device=device)
+    w_beta = torch.tensor([w[1] for w in weights], dtype=torch.float32, device=device)
     targets: dict[int, tuple[Any, Any]] = {}  # id(array) -> (rows function, tensor)
     for job in jobs:
         for array in (job.target, job.target_unlabelled):

@@ -197,6 +197,18 @@ def loss_weights(alpha: float, beta: float) -> tuple[float, float]:
     return a, 1.0 - a
 
 
+def student_weights(alpha: float, beta: float, target: np.ndarray | torch.Tensor,
+                    config: StudentConfig) -> tuple[float, float]:
+    """The weights Eq. 1 trains with: of (1 − CCC), and of the embedding MSE.
+
+    Normalised to sum to 1 for a scale-free optimizer (:func:`loss_weights`); with
+    ``mse = "relative"`` the MSE's weight is divided by the mean square of ``target``, the
+    teacher embedding (:func:`embedding_mean_square`).
+    """
+    w_alpha, w_beta = loss_weights(alpha, beta) if config.optimizer in SCALE_FREE_OPTIMIZERS else (alpha, beta)
+    return w_alpha, w_beta / embedding_mean_square(target) if config.mse == "relative" else w_beta
+
+
 def student_loss(prediction: torch.Tensor, hidden: torch.Tensor, target: torch.Tensor, *,
                  alpha: float, beta: float, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 1: ``alpha·(1 − CCC) + beta·MSE(hidden, target)``; ``beta·MSE`` only when unlabelled.
@@ -347,8 +359,7 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
     # "relative": the MSE in units of the embedding's mean square (on the labelled rows), so
     # that it weighs as much as 1 − CCC whatever the embedding's scale (docs/experiment.md)
     # with a scale-free optimizer, only alpha/beta matters: train with the normalised weights
-    w_alpha, w_beta = loss_weights(alpha, beta) if config.optimizer in SCALE_FREE_OPTIMIZERS else (alpha, beta)
-    beta_mse = w_beta / embedding_mean_square(target) if config.mse == "relative" else w_beta
+    w_alpha, beta_mse = student_weights(alpha, beta, target, config)
     B = train.batch_size
     labelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
     unlabelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
