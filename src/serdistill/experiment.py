@@ -49,12 +49,12 @@ from serdistill.ensemble import (
     StudentEnsemble,
     TeacherEnsemble,
     TeacherMC,
-    select_embedding_rows,
     select_unlabelled,
     summarise_teachers,
     task_threads,
 )
 from serdistill.errors import ConfigError
+from serdistill.feature_rows import concat_embeddings, select_embedding_rows
 from serdistill.health import failed_members
 from serdistill.io import atomic_path, write_json, write_text
 from serdistill.metrics import ccc
@@ -64,9 +64,7 @@ from serdistill.storage import (
     concat_rows,
     is_on_disk,
     labelled_rows,
-    large_empty,
     release_memory,
-    release_rows,
     select_rows,
 )
 from serdistill.torch_state import derive_seed
@@ -297,16 +295,6 @@ def _fold_arrays(data: Dataset, config: Config) -> tuple[dict[str, tuple[np.ndar
     return arrays, pool
 
 
-def _concat_on_disk(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Teacher embeddings (N, n, H) and (N, m, H) joined into (N, n + m, H) on disk, a teacher at a time."""
-    out = large_empty((len(a), a.shape[1] + b.shape[1], a.shape[2]), 0)
-    for i in range(len(a)):
-        out[i] = concat_rows([a[i], b[i]], np.inf)
-        for array in (a[i], b[i], out[i]):
-            release_rows(array, 0, len(array))
-    return out
-
-
 def _trial_task(trial: int, *, data: Dataset, config: Config, run_dir: str, meta: dict[str, Any],
                 threads: int) -> None:
     """One engine task: trial ``trial`` into ``run_dir`` (its own ``trials/<trial>/`` folder)."""
@@ -513,7 +501,7 @@ class _GroupRun:
             X = concat_rows([self.X, self.X_test], SPLIT_DISK_BYTES if is_on_disk(self.X) else np.inf)
             y = np.concatenate([self.y, pseudo.astype(np.float32)])
             test = self.embeddings("test")
-            emb = _concat_on_disk(emb, test) if is_on_disk(emb) else np.concatenate([emb, test], axis=1)
+            emb = concat_embeddings(emb, test)
             extra["pseudo_labelled"] = int(len(self.X_test))
         alpha = beta = None
         if setting != "ts_test":

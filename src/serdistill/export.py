@@ -56,25 +56,20 @@ def require(*modules: str) -> None:
 
 def build_module(bundle: Any):
     """The torch module computing ``(mean, std)`` from raw features, for :func:`export_onnx`."""
-    import torch
-
-    from serdistill.ensemble import _pack
+    from serdistill.errors import NotFittedError
 
     model, normaliser = bundle.model, bundle.normaliser
-    groups = getattr(model, "_groups", None)
+    try:
+        groups = model.packed_students()
+    except NotFittedError:
+        groups = []
     if not groups:
         raise BundleError(f"Bundle {bundle.path}: the model holds no fitted students; it cannot be exported.")
-    columns = [c for g in groups for c in g.columns]
+    columns = [c for cols, _ in groups for c in cols]
     if sorted(columns) != list(range(len(model.attributes_))):
         raise BundleError(f"Bundle {bundle.path}: its groups do not cover each attribute once ({columns}); "
                           "it is damaged. Train it anew.")
-    packed = []
-    with torch.no_grad():
-        for g in groups:
-            w1, b1, rest, w_out, b_out = _pack(g.students.models_)
-            cpu = lambda t: t.detach().to("cpu", torch.float32).clone()  # noqa: E731
-            packed.append((len(g.students.models_), cpu(w1), cpu(b1), [(cpu(w), cpu(b)) for w, b in rest],
-                           cpu(w_out), cpu(b_out)))
+    packed = [p.detached("cpu") for _, p in groups]
     inverse = np.argsort(np.asarray(columns))
     return _graph(normaliser, packed, None if (inverse == np.arange(len(inverse))).all() else inverse)
 
@@ -91,9 +86,10 @@ def _graph_class():
             self.register_buffer("shift", torch.as_tensor(mean))
             self.register_buffer("inv_scale", torch.as_tensor(inv))
             self.clip = None if normaliser.clip is None else float(normaliser.clip)
-            self.sizes = [p[0] for p in packed]
-            self.depths = [len(p[3]) for p in packed]
-            for i, (_, w1, b1, rest, w_out, b_out) in enumerate(packed):
+            self.sizes = [p.size for p in packed]
+            self.depths = [len(p.rest) for p in packed]
+            for i, p in enumerate(packed):
+                w1, b1, rest, w_out, b_out = p.w1, p.b1, p.rest, p.w_out, p.b_out
                 self.register_buffer(f"g{i}_w1", w1)
                 self.register_buffer(f"g{i}_b1", b1)
                 for j, (w, b) in enumerate(rest):

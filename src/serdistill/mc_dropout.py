@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from serdistill.feature_rows import FeatureRows
 from serdistill.models import MLP, drop_threshold
-from serdistill.storage import PageBudget
 from serdistill.torch_state import derive_seed, make_generator, resolve_device
 
 #: Rows (passes x segments) per stacked GEMM: bounds memory to ~4 buffers of this x 512 floats.
@@ -84,12 +84,11 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
         ((4, 16), (4, 1), (10, 4, 1))
     """
     device = resolve_device(device) if device is not None else next(model.parameters()).device
-    X_t = torch.as_tensor(X, dtype=torch.float32)
-    n = len(X_t)
+    rows = FeatureRows(X)  # on disk: its pages leave the process as the blocks pass
+    n = len(rows)
     model = model.eval()
-    pages = PageBudget(X)  # X on disk: its pages leave the process as the blocks pass
     if not enabled or model.dropout == 0.0:
-        return _deterministic(model, X_t, pages, device=device, block_rows=block_rows,
+        return _deterministic(model, rows, device=device, block_rows=block_rows,
                               embedding_std=embedding_std, return_masks=return_masks)
     widths = model.hidden
     L, H_last, k = len(widths), widths[-1], model.out_dim
@@ -125,11 +124,8 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
         b = r1 - r0
         generator = make_generator(derive_seed(seed, block), device)
         h1 = torch.empty((b, widths[0]), device=device)
-        step = pages.chunk(b, X_t.shape[1] * 4)  # on disk: the block is read in slices
-        for s0 in range(0, b, step):
-            s1 = min(s0 + step, b)
-            torch.addmm(biases[0], X_t[r0 + s0:r0 + s1].to(device), w_first, out=h1[s0:s1])
-            pages.read((s1 - s0) * X_t.shape[1] * 4)
+        for s0, part in rows.blocks(b, r0, r1):  # on disk: the block is read in slices
+            torch.addmm(biases[0], part.to(device), w_first, out=h1[s0 - r0:s0 - r0 + len(part)])
         h1.relu_()
         for t0 in range(0, passes, group):
             g = min(group, passes - t0)
@@ -199,17 +195,15 @@ def mc_dropout_naive(model: MLP, X: np.ndarray | torch.Tensor,
     return _result(hidden.mean(dim=0), emb_sq, samples, passes, None)
 
 
-def _deterministic(model: MLP, X_t: torch.Tensor, pages: PageBudget, *, device: torch.device, block_rows: int,
+def _deterministic(model: MLP, rows: FeatureRows, *, device: torch.device, block_rows: int,
                    embedding_std: bool, return_masks: bool) -> MCResult:
     """One pass with dropout off: the "no MC dropout" setting (std 0)."""
-    n, H = len(X_t), model.hidden[-1]
+    n, H = len(rows), model.hidden[-1]
     hidden = torch.empty((n, H), device=device)
     samples = torch.empty((1, n, model.out_dim), device=device)
-    step = pages.chunk(block_rows, X_t.shape[1] * 4)
-    for r0 in range(0, n, step):
-        r1 = min(r0 + step, n)
-        samples[0, r0:r1], hidden[r0:r1] = model.forward_hidden(X_t[r0:r1].to(device))
-        pages.read((r1 - r0) * X_t.shape[1] * 4)
+    for r0, block in rows.blocks(block_rows):
+        r1 = r0 + len(block)
+        samples[0, r0:r1], hidden[r0:r1] = model.forward_hidden(block.to(device))
     # in float64, so that _result's E[h²] − E[h]² is exactly 0 here (float32 squares leave ~1e-6)
     emb_sq = hidden.double() ** 2 if embedding_std else None
     masks = [torch.ones((1, n, w), dtype=torch.bool) for w in model.hidden] if return_masks else None

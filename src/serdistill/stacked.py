@@ -49,19 +49,17 @@ from torch import nn
 
 from serdistill import torch_state
 from serdistill.config import StudentConfig, TeacherConfig, TrainConfig
+from serdistill.feature_rows import FeatureRows
 from serdistill.metrics import ccc_loss, ccc_torch
 from serdistill.models import MLP, keep_mask
-from serdistill.storage import PageBudget
 from serdistill.training import (
     EpochHook,
     FitResult,
     Schedule,
-    _as_tensor,
     _check_fingerprint,
-    _labelled_tensors,
+    _labelled_rows,
     _new_model,
     _optimizer,
-    _rows,
     batch_schedule,
     batches,
     n_batches,
@@ -238,18 +236,16 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     if not jobs:
         return []
     device = torch_state.resolve_device(train.device)
-    X_t, y_t = _labelled_tensors(X, y, device, "training")
-    has_u = X_unlabelled is not None and len(X_unlabelled) > 0
-    U_t = (torch.zeros((0, X_t.shape[1]), device=device) if X_unlabelled is None or not has_u
-           else _as_tensor(X_unlabelled, device))
-    if has_u and any(job.target_unlabelled is None for job in jobs):
+    X_r, y_t = _labelled_rows(X, y, device, "training")
+    U_r = FeatureRows.optional(X_unlabelled, device, X_r.width)
+    if len(U_r) and any(job.target_unlabelled is None for job in jobs):
         raise ValueError("fit_students_stacked got X_unlabelled but a job without target_unlabelled.")
-    B, n, m = train.batch_size, len(X_t), len(U_t)
+    B, n, m = train.batch_size, len(X_r), len(U_r)
 
     # the members' initial networks, exactly as fit_student makes them
     models = []
     for job in jobs:
-        model = _new_model(X_t.shape[1], config.hidden, 0.0, y_t, train, job.seed, device)
+        model = _new_model(X_r.width, config.hidden, 0.0, y_t, train, job.seed, device)
         width = int(np.shape(job.target)[1])
         if model.hidden[-1] != width:
             raise ValueError(f"The student's last hidden layer has {model.hidden[-1]} units but the teacher "
@@ -266,12 +262,11 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     weights = [student_weights(j.alpha, j.beta, j.target, config) for j in jobs]
     w_alpha = torch.tensor([w[0] for w in weights], dtype=torch.float32, device=device)
     w_beta = torch.tensor([w[1] for w in weights], dtype=torch.float32, device=device)
-    targets: dict[int, tuple[Any, Any]] = {}  # id(array) -> (rows function, tensor)
+    targets: dict[int, FeatureRows] = {}  # id(array) -> its rows
     for job in jobs:
         for array in (job.target, job.target_unlabelled):
             if array is not None and id(array) not in targets:
-                tensor = _as_tensor(array, device)
-                targets[id(array)] = (_rows(array, tensor), tensor)
+                targets[id(array)] = FeatureRows(array, device)
     buf_t = torch.empty((B + 1, stack.hidden[-1]), device=device)
 
     def loss(batch: _Batch) -> torch.Tensor:
@@ -290,7 +285,7 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     return _stacked_loop(
         stack, seeds=[j.seed for j in jobs], names=[j.name for j in jobs], hooks=[j.on_epoch for j in jobs],
         plan=lambda gen, limit: batch_schedule(n, m, B, generator=gen)[: limit * (2 if m else 1)],
-        loss=loss, rows={"labelled": _rows(X, X_t), "unlabelled": _rows(X_unlabelled, U_t)}, d=X_t.shape[1],
+        loss=loss, rows={"labelled": X_r, "unlabelled": U_r},
         optimizer=lambda: _optimizer(config.optimizer, stack, config.lr, 0.0, config.weight_decay),  # type: ignore[arg-type]
         schedule=Schedule.of(config, max(n_batches(n, B), n_batches(m, B) if m else 0)), X_dev=X_dev, y_dev=y_dev,
         train=train, device=device, checkpoint=checkpoint, fingerprint={"stack": fingerprints})
@@ -305,9 +300,9 @@ def fit_teachers_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
     equals :func:`~serdistill.training.fit_teacher`'s (its own weights, batch order and dropout
     masks, drawn from its own generators in the same order)."""
     device = torch_state.resolve_device(train.device)
-    X_t, y_t = _labelled_tensors(X, y, device, "training")
-    B, n = train.batch_size, len(X_t)
-    models = [_new_model(X_t.shape[1], config.hidden, p, y_t, train, s, device) for p, s in zip(dropouts, seeds)]
+    X_r, y_t = _labelled_rows(X, y, device, "training")
+    B, n = train.batch_size, len(X_r)
+    models = [_new_model(X_r.width, config.hidden, p, y_t, train, s, device) for p, s in zip(dropouts, seeds)]
     stack = StackedMLP(models).to(device)
     del models
 
@@ -322,7 +317,7 @@ def fit_teachers_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
         stack, seeds=list(seeds), names=list(names or [f"teacher {i + 1}" for i in range(len(seeds))]),
         hooks=list(hooks or [None] * len(seeds)),
         plan=lambda gen, limit: [("labelled", b) for b in batches(n, B, generator=gen)[:limit]],
-        loss=loss, rows={"labelled": _rows(X, X_t)}, d=X_t.shape[1],
+        loss=loss, rows={"labelled": X_r},
         optimizer=lambda: _optimizer(config.optimizer, stack, config.lr, config.momentum),  # type: ignore[arg-type]
         schedule=Schedule.of(config, n_batches(n, B)), X_dev=X_dev, y_dev=y_dev, train=train, device=device,
         checkpoint=checkpoint, fingerprint={"stack": fingerprints})
@@ -353,7 +348,7 @@ class _Batch:
 
 def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hooks: list[EpochHook | None],
                   plan: Callable[[torch.Generator, int], list[tuple[str, torch.Tensor]]],
-                  loss: Callable[[_Batch], torch.Tensor], rows: dict[str, Callable], d: int,
+                  loss: Callable[[_Batch], torch.Tensor], rows: dict[str, FeatureRows],
                   optimizer: Callable[[], torch.optim.Optimizer], schedule: Schedule, X_dev: np.ndarray,
                   y_dev: np.ndarray, train: TrainConfig, device: torch.device,
                   checkpoint: str | os.PathLike[str] | None, fingerprint: dict[str, Any]) -> list[FitResult]:
@@ -370,8 +365,7 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
                                    generator=torch.Generator()), best_score=-math.inf) for k in range(K)]
     best: list[dict[str, torch.Tensor] | None] = [None] * K
     epoch = 0
-    Xd, yd = _labelled_tensors(X_dev, y_dev, device, "development")
-    dev_pages = PageBudget(X_dev)
+    dev, yd = _labelled_rows(X_dev, y_dev, device, "development")
 
     if checkpoint is not None and Path(checkpoint).is_file():
         state = torch_state.load_checkpoint(checkpoint, map_location=device)
@@ -398,7 +392,7 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
             "best_model": best, "results": [(r.history, r.best_epoch, r.best_score, r.stopped_early) for r in results],
         })
 
-    buf_x = torch.empty((len(streams) * (B + 1), d), device=device)
+    buf_x = torch.empty((len(streams) * (B + 1), rows["labelled"].width), device=device)
     while active:
         tic = time.perf_counter()
         limit = schedule.limit(epoch)
@@ -415,9 +409,9 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
             idxs = [plans[s][t][1].to(device) for s in live]
             size = len(idxs[0])
             if shared:  # one batch feeds every member
-                x = rows[kind](idxs[0], buf_x[:size])
+                x = rows[kind].gather(idxs[0], buf_x[:size])
             else:  # one gather for every stream's batch
-                x = rows[kind](torch.cat(idxs), buf_x[: size * len(idxs)]).view(len(idxs), size, -1)
+                x = rows[kind].gather(torch.cat(idxs), buf_x[: size * len(idxs)]).view(len(idxs), size, -1)
                 if len(live) != len(active):
                     x = x.index_select(0, member_stream)
             losses = loss(_Batch(kind=kind, idxs=idxs, x=x, active=active, member_stream=member_stream, shared=shared,
@@ -427,8 +421,8 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
             opt.step()
             totals[kind] += losses.detach().double() * size
             counts[kind] += size
-        scores = _dev_scores(stack, Xd, yd, dev_pages)
-        dev_pages.release()
+        scores = _dev_scores(stack, dev, yd)
+        dev.release()
         epoch += 1
         seconds = (time.perf_counter() - tic) / len(active)
         finished = []
@@ -479,29 +473,24 @@ def _ccc_loss_members(prediction: torch.Tensor, target: torch.Tensor) -> torch.T
     return ccc_loss(prediction.transpose(0, 1), target, per_column=True).mean(dim=-1)
 
 
-def _member_rows(jobs: Sequence[StudentJob], active: list[int], kind: str, targets: dict[int, Any],
+def _member_rows(jobs: Sequence[StudentJob], active: list[int], kind: str, targets: dict[int, FeatureRows],
                  idxs: list[torch.Tensor], member_stream: torch.Tensor, shared: bool,
                  buf: torch.Tensor) -> torch.Tensor:
     """The teacher-embedding rows of this batch: (n, H) when every member shares them, else (K, n, H)."""
     arrays = [jobs[k].target if kind == "labelled" else jobs[k].target_unlabelled for k in active]
     if shared and all(a is arrays[0] for a in arrays):
-        return targets[id(arrays[0])][0](idxs[0], buf)
+        return targets[id(arrays[0])].gather(idxs[0], buf)
     streams = member_stream.tolist()
-    return torch.stack([targets[id(a)][1][idxs[s]] for a, s in zip(arrays, streams)])
+    return torch.stack([targets[id(a)].tensor[idxs[s]] for a, s in zip(arrays, streams)])
 
 
 @torch.no_grad()
-def _dev_scores(stack: StackedMLP, X: torch.Tensor, y: torch.Tensor, pages: PageBudget) -> list[float]:
+def _dev_scores(stack: StackedMLP, X: FeatureRows, y: torch.Tensor) -> list[float]:
     """Each member's mean development CCC; -inf where undefined (as ``training._dev_ccc``)."""
     if len(X) == 0:
         return [-math.inf] * len(stack)
     stack.eval()
-    step = pages.chunk(_PREDICT_ROWS, X.shape[1] * 4)
-    outs = []
-    for s in range(0, len(X), step):
-        outs.append(stack(X[s:s + step]))
-        pages.read(outs[-1].shape[1] * X.shape[1] * 4)
-    out = torch.cat(outs, dim=1)
+    out = torch.cat([stack(block) for _, block in X.blocks(_PREDICT_ROWS)], dim=1)
     scores = []
     for k in range(len(out)):
         score = float(ccc_torch(out[k], y).mean())

@@ -28,9 +28,9 @@ import torch
 
 from serdistill.config import BaselineConfig, StudentConfig, TeacherConfig, TrainConfig
 from serdistill.errors import ConfigError
+from serdistill.feature_rows import FeatureRows
 from serdistill.metrics import ccc_loss, ccc_torch
 from serdistill.models import MLP
-from serdistill.storage import PageBudget, row_reader
 from serdistill.torch_state import (  # re-exported: their home before torch_state
     CHECKPOINT_FORMAT,
     derive_seed,
@@ -259,13 +259,9 @@ def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch
     """Outputs (n, out_dim) of ``model`` in evaluation mode (and its last hidden layer)."""
     model.eval()
     device = torch.device(device)
-    X_t = torch.as_tensor(X, dtype=torch.float32)
     outs, hiddens = [], []
-    pages = PageBudget(X)
-    step = pages.chunk(_PREDICT_ROWS, X_t.shape[1] * 4)
-    for start in range(0, len(X_t), step):
-        block, h = model.forward_hidden(X_t[start:start + step].to(device))
-        pages.read(len(block) * X_t.shape[1] * 4)
+    for _, rows in FeatureRows(X).blocks(_PREDICT_ROWS):
+        block, h = model.forward_hidden(rows.to(device))
         outs.append(block.cpu())
         if hidden:
             hiddens.append(h.cpu())
@@ -334,22 +330,19 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
         The other arguments are as in :func:`fit_teacher`.
     """
     device = resolve_device(train.device)
-    X_t, y_t = _labelled_tensors(X, y, device, "training")
-    T_t = _as_tensor(target, device)
-    if X_unlabelled is None or len(X_unlabelled) == 0:
-        U_t = torch.zeros((0, X_t.shape[1]), device=device)
-        TU_t = torch.zeros((0, T_t.shape[1]), device=device)
-    else:
-        if target_unlabelled is None:
-            raise ValueError("fit_student got X_unlabelled without target_unlabelled (its teacher embedding).")
-        U_t, TU_t = _as_tensor(X_unlabelled, device), _as_tensor(target_unlabelled, device)
-    if len(T_t) != len(X_t) or len(TU_t) != len(U_t):
+    X_r, y_t = _labelled_rows(X, y, device, "training")
+    T_r = FeatureRows(target, device)
+    if X_unlabelled is not None and len(X_unlabelled) and target_unlabelled is None:
+        raise ValueError("fit_student got X_unlabelled without target_unlabelled (its teacher embedding).")
+    U_r = FeatureRows.optional(X_unlabelled, device, X_r.width)
+    TU_r = FeatureRows.optional(target_unlabelled if len(U_r) else None, device, T_r.width)
+    if len(T_r) != len(X_r) or len(TU_r) != len(U_r):
         raise ValueError("Each teacher embedding needs one row per segment of its features.")
-    model = _new_model(X_t.shape[1], config.hidden, 0.0, y_t, train, seed, device)
-    if model.hidden[-1] != T_t.shape[1]:
+    model = _new_model(X_r.width, config.hidden, 0.0, y_t, train, seed, device)
+    if model.hidden[-1] != T_r.width:
         raise ValueError(
             f"The student's last hidden layer has {model.hidden[-1]} units but the teacher "
-            f"embedding has {T_t.shape[1]}; they must match."
+            f"embedding has {T_r.width}; they must match."
         )
     if config.head in ("teacher", "frozen"):
         if head is None:
@@ -361,23 +354,21 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
     # with a scale-free optimizer, only alpha/beta matters: train with the normalised weights
     w_alpha, beta_mse = student_weights(alpha, beta, target, config)
     B = train.batch_size
-    labelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
-    unlabelled_buf = torch.empty((B + 1, X_t.shape[1]), device=device)
-    H = T_t.shape[1]
-    target_buf = torch.empty((B + 1, H), device=device)
-    take = {"labelled": (_rows(X, X_t), _rows(target, T_t), labelled_buf),
-            "unlabelled": (_rows(X_unlabelled, U_t), _rows(target_unlabelled, TU_t), unlabelled_buf)}
+    labelled_buf = torch.empty((B + 1, X_r.width), device=device)
+    unlabelled_buf = torch.empty((B + 1, X_r.width), device=device)
+    target_buf = torch.empty((B + 1, T_r.width), device=device)
+    take = {"labelled": (X_r, T_r, labelled_buf), "unlabelled": (U_r, TU_r, unlabelled_buf)}
 
     def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator], limit: int) -> dict[str, float]:
         model.train()
         totals = {"labelled": [0.0, 0], "unlabelled": [0.0, 0]}
-        steps = batch_schedule(len(X_t), len(U_t), B, generator=gens["shuffle"])
-        for kind, idx in steps[: limit * (2 if len(U_t) else 1)]:
+        steps = batch_schedule(len(X_r), len(U_r), B, generator=gens["shuffle"])
+        for kind, idx in steps[: limit * (2 if len(U_r) else 1)]:
             idx = idx.to(device)
             rows, targets, buf = take[kind]
-            prediction, hidden = model.forward_hidden(rows(idx, buf[: len(idx)]))
-            loss = student_loss(prediction, hidden, targets(idx, target_buf[: len(idx)]), alpha=w_alpha, beta=beta_mse,
-                                labels=y_t[idx] if kind == "labelled" else None)
+            prediction, hidden = model.forward_hidden(rows.gather(idx, buf[: len(idx)]))
+            loss = student_loss(prediction, hidden, targets.gather(idx, target_buf[: len(idx)]), alpha=w_alpha,
+                                beta=beta_mse, labels=y_t[idx] if kind == "labelled" else None)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -385,14 +376,14 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             totals[kind][1] += len(idx)
         out = {f"loss_{k}": (s / n if n else float("nan")) for k, (s, n) in totals.items()}
         out["train_loss"] = out["loss_labelled"]
-        out["steps"] = min(limit * (2 if len(U_t) else 1), len(steps))
+        out["steps"] = min(limit * (2 if len(U_r) else 1), len(steps))
         return out
 
     fingerprint = dict(kind="student", init=train.init, in_dim=model.in_dim, hidden=list(model.hidden), lr=config.lr,
                        optimizer=config.optimizer, alpha=alpha, beta=beta, batch_size=B, seed=seed,
-                       n_train=len(X_t), n_unlabelled=len(U_t), n_dev=len(X_dev), head=config.head, mse=config.mse,
+                       n_train=len(X_r), n_unlabelled=len(U_r), n_dev=len(X_dev), head=config.head, mse=config.mse,
                        weight_decay=config.weight_decay)
-    per_epoch = max(n_batches(len(X_t), B), n_batches(len(U_t), B) if len(U_t) else 0)
+    per_epoch = max(n_batches(len(X_r), B), n_batches(len(U_r), B) if len(U_r) else 0)
     return _loop(model, _optimizer(config.optimizer, model, config.lr, 0.0, config.weight_decay), run_epoch, X_dev, y_dev,
                  schedule=Schedule.of(config, per_epoch), seed=seed, device=device, on_epoch=on_epoch,
                  checkpoint=checkpoint, checkpoint_every=train.checkpoint_every,
@@ -403,19 +394,18 @@ def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momen
                     config: BaselineConfig | TeacherConfig, train: TrainConfig, seed, on_epoch, checkpoint,
                     name, kind) -> FitResult:
     device = resolve_device(train.device)
-    X_t, y_t = _labelled_tensors(X, y, device, "training")
-    model = _new_model(X_t.shape[1], hidden, dropout, y_t, train, seed, device)
+    rows, y_t = _labelled_rows(X, y, device, "training")
+    model = _new_model(rows.width, hidden, dropout, y_t, train, seed, device)
     B = train.batch_size
-    buf = torch.empty((B + 1, X_t.shape[1]), device=device)
-    rows = _rows(X, X_t)
+    buf = torch.empty((B + 1, rows.width), device=device)
 
     def run_epoch(opt: torch.optim.Optimizer, gens: dict[str, torch.Generator], limit: int) -> dict[str, float]:
         model.train()
         total, count = 0.0, 0
-        steps = batches(len(X_t), B, generator=gens["shuffle"])[:limit]
+        steps = batches(len(rows), B, generator=gens["shuffle"])[:limit]
         for idx in steps:
             idx = idx.to(device)
-            loss = ccc_loss(model(rows(idx, buf[: len(idx)]), generator=gens["dropout"]), y_t[idx])
+            loss = ccc_loss(model(rows.gather(idx, buf[: len(idx)]), generator=gens["dropout"]), y_t[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -425,9 +415,9 @@ def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momen
 
     fingerprint = dict(kind=kind, init=train.init, in_dim=model.in_dim, hidden=list(model.hidden),
                        dropout=dropout, lr=lr, momentum=momentum, optimizer=optimizer,
-                       batch_size=B, seed=seed, n_train=len(X_t), n_dev=len(X_dev))
+                       batch_size=B, seed=seed, n_train=len(rows), n_dev=len(X_dev))
     return _loop(model, _optimizer(optimizer, model, lr, momentum), run_epoch, X_dev, y_dev,
-                 schedule=Schedule.of(config, n_batches(len(X_t), B)), seed=seed, device=device,
+                 schedule=Schedule.of(config, n_batches(len(rows), B)), seed=seed, device=device,
                  on_epoch=on_epoch, checkpoint=checkpoint,
                  checkpoint_every=train.checkpoint_every, name=name, fingerprint=fingerprint)
 
@@ -443,8 +433,7 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
     numbers, ``steps`` among them. The hook's dict carries ``last`` (True for the final epoch,
     whether the schedule ended or patience ran out) and ``stopped_early``.
     """
-    Xd, yd = _labelled_tensors(X_dev, y_dev, device, "development")
-    dev_pages = PageBudget(X_dev)  # on disk: its pages leave after each scoring
+    dev, yd = _labelled_rows(X_dev, y_dev, device, "development")
     gens = {"shuffle": make_generator(derive_seed(seed, "shuffle")),
             "dropout": make_generator(derive_seed(seed, "dropout"), device)}
     result = FitResult(model=model, best_score=-math.inf)
@@ -476,8 +465,8 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
         tic = time.perf_counter()
         info: dict[str, Any] = {"name": name, "epoch": epoch + 1, "epochs": epochs}
         info.update(run_epoch(opt, gens, schedule.limit(epoch)))
-        score = _dev_ccc(model, Xd, yd, dev_pages)
-        dev_pages.release()
+        score = _dev_ccc(model, dev, yd)
+        dev.release()  # on disk: its pages leave after each scoring
         if score > result.best_score or best_state is None:
             result.best_score, result.best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -506,21 +495,12 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def _dev_ccc(model: MLP, X: torch.Tensor, y: torch.Tensor, pages: PageBudget | None = None) -> float:
-    """Mean development CCC over the outputs; -inf when undefined (so it never wins).
-
-    ``pages``: the budget of ``X``'s array when it is on disk (read in slices, released as they pass).
-    """
+def _dev_ccc(model: MLP, X: FeatureRows, y: torch.Tensor) -> float:
+    """Mean development CCC over the outputs; -inf when undefined (so it never wins)."""
     if len(X) == 0:
         return -math.inf
     model.eval()
-    pages = pages or PageBudget()
-    step = pages.chunk(_PREDICT_ROWS, X.shape[1] * 4)
-    outs = []
-    for s in range(0, len(X), step):
-        outs.append(model(X[s:s + step]))
-        pages.read(len(outs[-1]) * X.shape[1] * 4)
-    out = torch.cat(outs)
+    out = torch.cat([model(block) for _, block in X.blocks(_PREDICT_ROWS)])
     score = float(ccc_torch(out, y).mean())
     return score if math.isfinite(score) else -math.inf
 
@@ -557,40 +537,16 @@ def _optimizer(name: str, model: MLP, lr: float, momentum: float, weight_decay: 
     raise ConfigError(f"The 'optimizer' parameter must be a str among {{'sgd', 'nadam', 'adam'}}. Got {name!r} instead.")
 
 
-def _as_tensor(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    X_t = torch.as_tensor(X, dtype=torch.float32)
-    if X_t.ndim != 2:
-        raise ValueError(f"Expected a 2-D array (segments x features); got shape {tuple(X_t.shape)}.")
-    return X_t.to(device).contiguous()
-
-
-def _rows(X: Any, X_t: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``rows(idx, out)``: ``X_t[idx]`` into ``out``, a mini-batch.
-
-    When ``X_t`` is ``X`` itself and ``X`` is on disk (:func:`~serdistill.storage.disk_matrix`),
-    the rows are read from its file (:func:`~serdistill.storage.row_reader`): a random
-    batch through the mapping would map hundreds of MB of it into the process. The same
-    numbers either way.
-    """
-    read = None
-    if (isinstance(X, np.ndarray) and X_t.device.type == "cpu" and X.size
-            and X_t.data_ptr() == X.__array_interface__["data"][0]):
-        read = row_reader(X)
-    if read is None:
-        return lambda idx, out: torch.index_select(X_t, 0, idx, out=out)
-    return lambda idx, out: torch.from_numpy(read(idx.numpy(), out.numpy()))
-
-
-def _labelled_tensors(X, y, device: torch.device, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    X_t = _as_tensor(X, device)
+def _labelled_rows(X, y, device: torch.device, what: str) -> tuple[FeatureRows, torch.Tensor]:
+    rows = FeatureRows(X, device)
     y_t = torch.as_tensor(np.array(y, dtype=np.float32))  # a copy: labels are small, and may be read-only
     if y_t.ndim == 1:
         y_t = y_t[:, None]
-    if len(y_t) != len(X_t):
-        raise ValueError(f"The {what} set has {len(X_t)} feature rows but {len(y_t)} labels.")
+    if len(y_t) != len(rows):
+        raise ValueError(f"The {what} set has {len(rows)} feature rows but {len(y_t)} labels.")
     if not torch.isfinite(y_t).all():
         raise ValueError(f"The {what} labels hold NaN or inf; drop unlabelled rows first.")
-    return X_t, y_t.to(device)
+    return rows, y_t.to(device)
 
 
 def _check_fingerprint(state: dict[str, Any], fingerprint: dict[str, Any], path: Any) -> None:

@@ -8,7 +8,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "serdistill"
 # bottom up, as in docs/architecture.md
 LAYERS = {
     "base": ["errors", "io", "lifecycle", "events"],
-    "data": ["manifest", "corpora", "audio", "segments", "features", "cache", "feature_table", "storage", "dataset",
+    "data": ["manifest", "corpora", "audio", "segments", "features", "cache", "feature_table", "storage", "feature_rows", "dataset",
              "normalise"],
     "method": ["config", "metrics", "models", "torch_state", "training", "stacked", "mc_dropout", "reference", "health",
                "ensemble"],
@@ -49,3 +49,10 @@ def test_the_check_sees_an_upward_import():
     """The pattern finds imports inside functions too (where most upward ones would hide)."""
     text = "def f():\n    from serdistill.engine import report\n"
     assert [next(g for g in m.groups() if g) for m in IMPORT.finditer(text)] == ["engine"]
+
+
+def test_the_training_code_reads_features_only_through_feature_rows():
+    """Memory management stays behind one seam: no storage call in the loops, MC dropout or the models."""
+    for name in ("training", "stacked", "mc_dropout", "models"):
+        text = (SRC / f"{name}.py").read_text(encoding="utf-8")
+        assert "storage" not in text, f"{name}.py calls serdistill.storage; read features through FeatureRows"

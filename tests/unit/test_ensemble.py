@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-import serdistill.ensemble as ensemble
+import serdistill.ensemble.tasks as ensemble_tasks
+import serdistill.ensemble.teachers as ensemble_teachers
 from serdistill.config import Config, UnlabelledConfig
 from serdistill.ensemble import (
     Baseline,
     StudentEnsemble,
     TeacherEnsemble,
     TSModel,
-    _dev_score,
-    _stacked_predict,
     select_unlabelled,
+    stacked_predict,
     summarise_teachers,
 )
+from serdistill.ensemble.common import _dev_score
 from serdistill.errors import ConfigError, NotFittedError
 from serdistill.metrics import ccc
 from serdistill.models import MLP
@@ -355,13 +356,13 @@ def test_student_grid_resume_reuses_finished_points(data, tmp_path, monkeypatch)
     full = StudentEnsemble(config).fit(**inputs)
 
     calls = []
-    fit_student = ensemble.fit_student
+    fit_student = ensemble_tasks.fit_student
 
     def counting(*args, **kwargs):
         calls.append((kwargs["alpha"], kwargs["beta"]))
         return fit_student(*args, **kwargs)
 
-    monkeypatch.setattr(ensemble, "fit_student", counting)
+    monkeypatch.setattr(ensemble_tasks, "fit_student", counting)
 
     def stop_at_third_point(info):
         if (info["alpha"], info["beta"]) == (0.9, 0.2):
@@ -401,7 +402,7 @@ def test_stacked_predict_equals_each_model():
     models = [MLP(D, (16, 8), out_dim=2, init="torch", generator=gen).set_output_scaling(2.0, 3.0).eval()
               for _ in range(3)]
     X = np.random.default_rng(0).normal(size=(20, D)).astype(np.float32)
-    stacked = _stacked_predict(models, X, rows=7)
+    stacked = stacked_predict(models, X, rows=7)
     assert stacked.shape == (3, 20, 2)
     with torch.no_grad():
         for i, m in enumerate(models):
@@ -420,7 +421,7 @@ def test_student_predict_follows_weight_changes(data):
     after = students.predict_members(X_dev)
     np.testing.assert_array_equal(after[0], before[0])
     assert not np.allclose(after[1], before[1])
-    np.testing.assert_allclose(after, _stacked_predict(students.models_, X_dev), atol=1e-6)
+    np.testing.assert_allclose(after, stacked_predict(students.models_, X_dev), atol=1e-6)
     students.models_ = students.models_[::-1]  # new list, other order
     np.testing.assert_array_equal(students.predict_members(X_dev), after[::-1])
 
@@ -432,7 +433,7 @@ def test_large_embeddings_live_on_disk_with_the_same_results(data, monkeypatch):
     in_memory = TSModel(tiny()).fit(X, y, X_dev, y_dev, X_unlabelled=X_test)
     teachers = in_memory._groups[0].teachers
     assert not is_on_disk(teachers.mc_stack(X).embeddings)
-    monkeypatch.setattr(ensemble, "EMBEDDINGS_DISK_BYTES", 0)  # every embedding array "large"
+    monkeypatch.setattr(ensemble_teachers, "EMBEDDINGS_DISK_BYTES", 0)  # every embedding array "large"
     stacked = teachers.mc_stack(X)
     assert is_on_disk(stacked.embeddings)
     np.testing.assert_array_equal(stacked.embeddings, np.stack([r.embedding for r in teachers.mc_predict(X)]))

@@ -145,7 +145,7 @@ def test_collect_reads_what_was_written(data, tmp_path):
 def test_data_on_disk_give_the_results_in_memory_give(data, tmp_path, monkeypatch):
     """Raw matrix, normalised splits, embeddings and the pseudo-label set on disk: the same numbers."""
     import serdistill.dataset as dataset_module
-    import serdistill.ensemble as ensemble_module
+    import serdistill.ensemble.teachers as ensemble_module
     from serdistill.storage import disk_matrix
 
     config = Config.from_dict({**TINY, "protocol": {"trials": 1, "settings": ["ts_pseudo", "abl_u1_mc0_n5"]}})

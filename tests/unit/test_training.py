@@ -450,7 +450,7 @@ def test_mismatched_checkpoint_raises(tmp_path, data):
 def test_training_on_disk_reads_batches_from_the_file_and_matches_memory(data, monkeypatch):
     """Features and embeddings on disk: the batches are read with pread (row_reader), and
     the models are bit-identical to those trained on the same arrays in memory."""
-    import serdistill.training as training
+    import serdistill.feature_rows as feature_rows
     from serdistill.storage import disk_matrix
 
     def on_disk(a: np.ndarray) -> np.ndarray:
@@ -459,8 +459,8 @@ def test_training_on_disk_reads_batches_from_the_file_and_matches_memory(data, m
         return out
 
     readers: list = []
-    real = training.row_reader
-    monkeypatch.setattr(training, "row_reader", lambda X: readers.append(real(X)) or readers[-1])
+    real = feature_rows.row_reader
+    monkeypatch.setattr(feature_rows, "row_reader", lambda X: readers.append(real(X)) or readers[-1])
     X, y, X_dev, y_dev = data
     rng = np.random.default_rng(0)
     target, X_u = rng.random((len(X), 16)).astype(np.float32), rng.normal(size=(30, D)).astype(np.float32)
