@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def emodb_root() -> Path:
     """The EmoDB copy shipped with serdistill."""
-    from serdistill.corpora.emodb import default_root
+    from serdistill.data.corpora.emodb import default_root
 
     root = default_root()
     if not (root / "audio").is_dir():
@@ -47,8 +47,8 @@ def emodb_root() -> Path:
 
 def emodb_dataset():
     """The shipped EmoDB's features (extracted through the cache) as a Dataset."""
-    from serdistill.corpora import build_manifest
-    from serdistill.dataset import load_dataset
+    from serdistill.data.corpora import build_manifest
+    from serdistill.data.dataset import load_dataset
 
     return load_dataset(build_manifest("emodb", emodb_root()), verbose=False)
 
@@ -60,12 +60,12 @@ def normalised_splits(data, attributes: list[str]) -> dict[str, tuple]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from serdistill.cache import default_cache_dir
-    from serdistill.config import apply_overrides, load_config
-    from serdistill.corpora import build_manifest
-    from serdistill.dataset import load_dataset
-    from serdistill.experiment import run_experiment
-    from serdistill.report import analyse
+    from serdistill.data.cache import default_cache_dir
+    from serdistill.method.config import apply_overrides, load_config
+    from serdistill.data.corpora import build_manifest
+    from serdistill.data.dataset import load_dataset
+    from serdistill.study.experiment import run_experiment
+    from serdistill.study.report import analyse
 
     root = emodb_root()
     config = apply_overrides(load_config(args.accuracy_config), [

@@ -32,8 +32,8 @@ def histories() -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:
     """Each paper-preset teacher's and student's development CCC per epoch on EmoDB (no early
     stopping), and each kind's epochs."""
     from benchmarks.bench_accuracy import emodb_dataset, normalised_splits
-    from serdistill.config import apply_overrides, load_config
-    from serdistill.ensemble import StudentEnsemble, TeacherEnsemble
+    from serdistill.method.config import apply_overrides, load_config
+    from serdistill.method.ensemble import StudentEnsemble, TeacherEnsemble
 
     config = apply_overrides(load_config("paper"), ['attributes=["arousal"]', 'unlabelled.source="none"',
                                                     "student.alphas=[0.5]", "student.betas=[0.5]"])

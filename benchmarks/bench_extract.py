@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     import opensmile
     import soundfile as sf
 
-    from serdistill.cache import content_hash
-    from serdistill.features import FeatureExtractor
+    from serdistill.data.cache import content_hash
+    from serdistill.data.features import FeatureExtractor
 
     files = _emodb(args)
     audio = sum(sf.info(f).duration for f in files)

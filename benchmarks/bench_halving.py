@@ -31,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> list[dict]:
     from benchmarks.bench_accuracy import emodb_dataset, normalised_splits
-    from serdistill.config import apply_overrides, load_config
-    from serdistill.ensemble import StudentEnsemble, TeacherEnsemble, halving_plan
-    from serdistill.experiment import fold_data
-    from serdistill.metrics import ccc
+    from serdistill.method.config import apply_overrides, load_config
+    from serdistill.method.ensemble import StudentEnsemble, TeacherEnsemble, halving_plan
+    from serdistill.study.experiment import fold_data
+    from serdistill.method.metrics import ccc
 
     folds = max(3, int(getattr(args, "halving_folds", 3)))
     grid = [float(v) for v in getattr(args, "halving_grid", [0.1, 0.3, 0.5, 0.7, 0.9])]

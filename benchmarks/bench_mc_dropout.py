@@ -4,7 +4,7 @@ Part 1, Monte-Carlo dropout at the paper's size: 5 teachers (4 x 512, dropout 0.
 x 100 passes x 10,124 segments (the MSP-Podcast v1.6 test set) x 6,373 features, random
 weights and features (speed does not depend on the values). Runs, in one process:
 
-1. ``serdistill.mc_dropout.mc_dropout`` on the full size (every teacher, every pass);
+1. ``serdistill.method.mc_dropout.mc_dropout`` on the full size (every teacher, every pass);
 2. the naive reference, ``mc_dropout_naive``: ``model.train()`` and one ordinary forward
    per pass through every layer with ``F.dropout`` (the obvious implementation). It costs
    about 5x more, so by default it is timed on 1 teacher x 10 passes x all segments and
@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from benchmarks.bench_extract import free_cores
-    from serdistill.mc_dropout import mc_dropout, mc_dropout_naive
-    from serdistill.models import MLP
+    from serdistill.method.mc_dropout import mc_dropout, mc_dropout_naive
+    from serdistill.method.models import MLP
 
-    from serdistill.training import resolve_device
+    from serdistill.method.training import resolve_device
 
     n, n_teachers, passes, naive_passes, n_students_rows = _sizes(args)
     device = resolve_device(getattr(args, "mc_dropout_device", "cpu"))
@@ -157,9 +157,9 @@ def _students(n: int, d: int, H: int, device=None) -> list[dict]:
     """Student-ensemble latency (1 segment) and throughput (n segments) against a plain loop."""
     import torch
 
-    from serdistill.config import Config
-    from serdistill.ensemble import StudentEnsemble
-    from serdistill.models import MLP
+    from serdistill.method.config import Config
+    from serdistill.method.ensemble import StudentEnsemble
+    from serdistill.method.models import MLP
 
     N = len(DROPOUTS)
     students = StudentEnsemble(Config())

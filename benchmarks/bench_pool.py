@@ -36,8 +36,8 @@ def train_task(seed: int, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_
     """One teacher on the shared arrays (a module-level function: both pools pickle it by name)."""
     import torch
 
-    from serdistill.config import TeacherConfig, TrainConfig
-    from serdistill.training import fit_teacher
+    from serdistill.method.config import TeacherConfig, TrainConfig
+    from serdistill.method.training import fit_teacher
 
     torch.set_num_threads(1)
     result = fit_teacher(X, y, X_dev, y_dev, dropout=0.5, seed=seed,
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from joblib import Parallel, delayed
     from joblib.externals.loky import get_reusable_executor
 
-    from serdistill.engine import LocalEngine
+    from serdistill.runtime.engine import LocalEngine
 
     n, steps = int(getattr(args, "pool_rows", 24000)), int(getattr(args, "pool_steps", 40))
     rng = np.random.default_rng(0)

@@ -16,8 +16,8 @@ import numpy as np
 
 def run(args: argparse.Namespace) -> list[dict]:
     from benchmarks.bench_accuracy import emodb_dataset, normalised_splits
-    from serdistill.config import apply_overrides, load_config
-    from serdistill.ensemble import StudentEnsemble, TeacherEnsemble
+    from serdistill.method.config import apply_overrides, load_config
+    from serdistill.method.ensemble import StudentEnsemble, TeacherEnsemble
 
     config = apply_overrides(load_config("quick"), ['attributes=["arousal"]', 'unlabelled.source="none"'])
     splits = normalised_splits(emodb_dataset(), ["arousal"])

@@ -164,7 +164,7 @@ def _maxrss() -> int:
 def _write(params: dict) -> dict:
     import pandas as pd
 
-    from serdistill.feature_table import write_features
+    from serdistill.data.feature_table import write_features
 
     sizes = params["sizes"]
     n = sum(sizes.values())
@@ -192,14 +192,14 @@ def _measure(params: dict) -> dict:
     import torch
 
     from benchmarks.bench_training import _peak
-    from serdistill.config import load_config
-    from serdistill.dataset import load_dataset
-    from serdistill.ensemble import StudentEnsemble
-    from serdistill.manifest import Manifest
-    from serdistill.mc_dropout import mc_dropout
-    from serdistill.models import MLP
-    from serdistill.storage import is_on_disk
-    from serdistill.training import fit_baseline, fit_student, fit_teacher, predict_mlp
+    from serdistill.method.config import load_config
+    from serdistill.data.dataset import load_dataset
+    from serdistill.method.ensemble import StudentEnsemble
+    from serdistill.data.manifest import Manifest
+    from serdistill.method.mc_dropout import mc_dropout
+    from serdistill.method.models import MLP
+    from serdistill.data.storage import is_on_disk
+    from serdistill.method.training import fit_baseline, fit_student, fit_teacher, predict_mlp
 
     out: dict = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     say = lambda text: print(f"  {text}", file=sys.stderr, flush=True)  # noqa: E731
@@ -303,7 +303,7 @@ def _epoch(units: dict, kind: str, B: int, n: int, n_u: int = 0) -> float:
 def grid_trainings(config, *, per_ratio: bool = True) -> int:
     """Student grid points trained: one per distinct alpha/beta ratio with a scale-free optimizer
     (docs/experiment.md), else every point."""
-    from serdistill.training import SCALE_FREE_OPTIMIZERS, loss_weights
+    from serdistill.method.training import SCALE_FREE_OPTIMIZERS, loss_weights
 
     points = config.student.grid()
     if per_ratio and config.student.optimizer in SCALE_FREE_OPTIMIZERS:
@@ -319,11 +319,11 @@ def protocol_cost(units: dict, config, sizes: dict[str, int], *, per_ratio: bool
     ``epochs_used``: early stopping, as the fraction of its epochs each model kind runs
     (``{"baseline": f, "teacher": f, "student": f}``; 1 without early stopping).
     ``halving``: the ts_test grid searched by successive halving (its rounds' epochs,
-    :func:`serdistill.ensemble.halving_plan`) instead of every ratio in full.
+    :func:`serdistill.method.ensemble.halving_plan`) instead of every ratio in full.
     """
-    from serdistill.ensemble import halving_plan
+    from serdistill.method.ensemble import halving_plan
 
-    from serdistill.training import Schedule, n_batches
+    from serdistill.method.training import Schedule, n_batches
 
     used = {"baseline": 1.0, "teacher": 1.0, "student": 1.0, **(epochs_used or {})}
     B = config.train.batch_size
@@ -366,7 +366,7 @@ def _hours(seconds: float) -> str:
 
 
 def _rows(result: dict, sizes: dict, fraction: float, steps: int, mc_rows: int) -> list[dict]:
-    from serdistill.config import load_config
+    from serdistill.method.config import load_config
 
     u = result["units"]
     paper, quick = load_config(ROOT / "configs" / "paper.toml"), load_config(ROOT / "configs" / "quick.toml")
@@ -467,8 +467,8 @@ def _load(params: dict) -> dict:
     import pandas as pd
 
     import serdistill
-    from serdistill.dataset import load_dataset
-    from serdistill.manifest import Manifest
+    from serdistill.data.dataset import load_dataset
+    from serdistill.data.manifest import Manifest
 
     out: dict = {"serdistill": serdistill.__file__, "rss_start": _maxrss()}
     tic = time.perf_counter()
@@ -529,10 +529,10 @@ def _whole_run(params: dict, body: Callable[..., Any]) -> dict:
 
     import pandas as pd
 
-    from serdistill.config import apply_overrides, load_config
-    from serdistill.dataset import load_dataset
-    from serdistill.engine import LocalEngine
-    from serdistill.manifest import Manifest
+    from serdistill.method.config import apply_overrides, load_config
+    from serdistill.data.dataset import load_dataset
+    from serdistill.runtime.engine import LocalEngine
+    from serdistill.data.manifest import Manifest
 
     peak, done = [0], threading.Event()
 
@@ -560,8 +560,8 @@ def _whole_run(params: dict, body: Callable[..., Any]) -> dict:
 
 def _run(params: dict) -> dict:
     """``serdistill train``'s code path (``cli.train._arrays`` + ``TSModel.fit``), cut down: :func:`_whole_run`."""
-    from serdistill.cli.train import _arrays
-    from serdistill.ensemble import TSModel
+    from serdistill.runtime.cli.train import _arrays
+    from serdistill.method.ensemble import TSModel
 
     def train(config, data, engine) -> int:
         arrays = _arrays(data, config, params["manifest"])
@@ -575,7 +575,7 @@ def _run(params: dict) -> dict:
 
 def _experiment(params: dict) -> dict:
     """``serdistill experiment``'s code path (``run_experiment``), ``trials`` trials, cut down: :func:`_whole_run`."""
-    from serdistill.experiment import run_experiment
+    from serdistill.study.experiment import run_experiment
 
     def experiment(config, data, engine) -> int:
         with tempfile.TemporaryDirectory(prefix="serdistill-scale-experiment-") as run_dir:

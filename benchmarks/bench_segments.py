@@ -67,11 +67,11 @@ def build_long_file(out: Path, minutes: float, *, gap: float = 1.0) -> tuple[Pat
 
 def _tiny_bundle(folder: Path) -> Path:
     """A ComParE bundle trained in seconds on random features: the model's cost is not measured here."""
-    from serdistill.bundle import save_bundle
-    from serdistill.config import Config
-    from serdistill.ensemble import TSModel
-    from serdistill.features import FeatureSet, feature_names, feature_settings
-    from serdistill.normalise import Normaliser
+    from serdistill.deploy.bundle import save_bundle
+    from serdistill.method.config import Config
+    from serdistill.method.ensemble import TSModel
+    from serdistill.data.features import FeatureSet, feature_names, feature_settings
+    from serdistill.data.normalise import Normaliser
 
     fs = FeatureSet.ComParE_2016
     rng = np.random.default_rng(0)
@@ -91,7 +91,7 @@ def _tiny_bundle(folder: Path) -> Path:
 
 def _predict(bundle: Path, audio: Path, out: Path) -> tuple[float, float]:
     """Wall seconds and peak resident MiB (the command or its largest worker) of one predict run."""
-    code = ("import resource, sys\nfrom serdistill.cli import main\nrc = main(sys.argv[1:])\n"
+    code = ("import resource, sys\nfrom serdistill.runtime.cli import main\nrc = main(sys.argv[1:])\n"
             "peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
             "print('PEAK_KIB', peak, file=sys.stderr)\nsys.exit(rc)\n")

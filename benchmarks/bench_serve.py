@@ -47,11 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _tiny_bundle(folder: Path) -> Path:
-    from serdistill.bundle import save_bundle
-    from serdistill.config import Config
-    from serdistill.ensemble import TSModel
-    from serdistill.features import FeatureSet, feature_names, feature_settings
-    from serdistill.normalise import Normaliser
+    from serdistill.deploy.bundle import save_bundle
+    from serdistill.method.config import Config
+    from serdistill.method.ensemble import TSModel
+    from serdistill.data.features import FeatureSet, feature_names, feature_settings
+    from serdistill.data.normalise import Normaliser
 
     fs = FeatureSet.ComParE_2016
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ the ways alternate, each run ``--stacked-repeats`` times, and its fastest run co
 shared machine one run of the same code varied by 25%).
 Four ways to train K = 5 students:
 
-- ``separate``: :func:`~serdistill.training.fit_student` five times (the reference);
+- ``separate``: :func:`~serdistill.method.training.fit_student` five times (the reference);
 - ``stacked, 5 students of 1 point``: five seeds, so five batch streams (bmm on gathered batches);
 - ``stacked, 1 student at 5 points``: one seed, so one batch feeds all five (what grid
   points of one teacher's student share);
@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from serdistill.config import StudentConfig, TrainConfig
-    from serdistill.stacked import StudentJob, fit_students_stacked
-    from serdistill.training import fit_student
+    from serdistill.method.config import StudentConfig, TrainConfig
+    from serdistill.method.stacked import StudentJob, fit_students_stacked
+    from serdistill.method.training import fit_student
 
     device = getattr(args, "stacked_device", "cpu")
     n = int(getattr(args, "stacked_rows", 5120))

@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from benchmarks.bench_extract import free_cores
-    from serdistill.config import load_config
-    from serdistill.training import fit_teacher, resolve_device
+    from serdistill.method.config import load_config
+    from serdistill.method.training import fit_teacher, resolve_device
 
     device = str(resolve_device(getattr(args, "training_device", "cpu")))
     paper = load_config(ROOT / "configs" / "paper.toml")
@@ -154,8 +154,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 def _breakdown(torch, X: np.ndarray, y: np.ndarray, B: int, hidden: list[int], peak: float,
                steps: int = 30) -> list[dict]:
     """Per-step times of the teacher loop's body, and of its GEMMs alone."""
-    from serdistill.metrics import ccc_loss
-    from serdistill.models import MLP, keep_mask
+    from serdistill.method.metrics import ccc_loss
+    from serdistill.method.models import MLP, keep_mask
 
     d = X.shape[1]
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)[:, None]

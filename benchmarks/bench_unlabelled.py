@@ -40,13 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from serdistill.config import apply_overrides, load_config
-    from serdistill.corpora import build_manifest
-    from serdistill.dataset import load_dataset
-    from serdistill.ensemble import StudentEnsemble, TeacherEnsemble
-    from serdistill.experiment import fold_data
-    from serdistill.metrics import ccc
-    from serdistill.training import derive_seed
+    from serdistill.method.config import apply_overrides, load_config
+    from serdistill.data.corpora import build_manifest
+    from serdistill.data.dataset import load_dataset
+    from serdistill.method.ensemble import StudentEnsemble, TeacherEnsemble
+    from serdistill.study.experiment import fold_data
+    from serdistill.method.metrics import ccc
+    from serdistill.method.training import derive_seed
 
     data = load_dataset(build_manifest("emodb", emodb_root()), workers=os.cpu_count() or 1, verbose=False)
     rows = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 
-from serdistill.cli import main
+from serdistill.runtime.cli import main
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:

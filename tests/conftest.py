@@ -22,7 +22,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def emodb_root() -> Path:
     """The real EmoDB copy shipped inside the package (serdistill/data/emodb)."""
-    from serdistill.corpora.emodb import default_root
+    from serdistill.data.corpora.emodb import default_root
 
     root = default_root()
     assert (root / "audio").is_dir(), f"EmoDB should ship with serdistill at {root}"
@@ -44,7 +44,7 @@ def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
     """A manifest of 72 empty files (train, development, test) and a feature table for them."""
     import pandas as pd
 
-    from serdistill.feature_table import write_features
+    from serdistill.data.feature_table import write_features
 
     root = tmp_path_factory.mktemp("tiny")
     rows, features = [], []

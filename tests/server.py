@@ -11,10 +11,10 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def serving(bundle: Path, *, timeout: float = 30.0) -> Iterator[str]:
-    """Serve ``bundle`` with ``serdistill.serve.create_app``; yield the base URL, then stop."""
+    """Serve ``bundle`` with ``serdistill.deploy.serve.create_app``; yield the base URL, then stop."""
     import uvicorn
 
-    from serdistill.serve import create_app
+    from serdistill.deploy.serve import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

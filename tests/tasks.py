@@ -7,7 +7,7 @@ from pathlib import Path
 
 def report_then_wait(i: int, *, folder: str, patience: float = 30.0) -> bool:
     """A task that reports, then waits (up to ``patience`` s) for the command to have seen the report."""
-    from serdistill.engine import report
+    from serdistill.runtime.engine import report
 
     report({"task": i, "step": "started"})
     seen, deadline = Path(folder) / f"{i}.seen", time.monotonic() + patience

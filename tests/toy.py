@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from serdistill.dataset import Dataset
-from serdistill.manifest import Manifest
+from serdistill.data.dataset import Dataset
+from serdistill.data.manifest import Manifest
 
 #: The whole method, cut to seconds: 2 attributes, 2 teachers, 16-unit layers, 3 epochs.
 TINY = {
@@ -58,11 +58,11 @@ def compare_bundle(folder) -> "Path":
     """A bundle on ComParE_2016's 6,373 features, trained in seconds on random features, in ``folder``."""
     from pathlib import Path
 
-    from serdistill.bundle import save_bundle
-    from serdistill.config import Config
-    from serdistill.ensemble import TSModel
-    from serdistill.features import FeatureSet, feature_names, feature_settings
-    from serdistill.normalise import Normaliser
+    from serdistill.deploy.bundle import save_bundle
+    from serdistill.method.config import Config
+    from serdistill.method.ensemble import TSModel
+    from serdistill.data.features import FeatureSet, feature_names, feature_settings
+    from serdistill.data.normalise import Normaliser
 
     fs = FeatureSet.ComParE_2016
     rng = np.random.default_rng(4)

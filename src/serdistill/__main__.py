@@ -1,6 +1,6 @@
 import sys
 
-from serdistill.cli import main
+from serdistill.runtime.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 from clirun import run_cli as _run
-from serdistill.bundle import load_bundle
-from serdistill.config import apply_overrides, load_config
+from serdistill.deploy.bundle import load_bundle
+from serdistill.method.config import apply_overrides, load_config
 
 pytestmark = pytest.mark.slow
 

@@ -29,10 +29,10 @@ pytest.importorskip("opensmile")
 from clirun import run_cli  # noqa: E402
 from toy import TINY_SETS, compare_bundle  # noqa: E402
 
-from serdistill.bundle import FILES, IntegrityWarning, load_bundle  # noqa: E402
-from serdistill.cache import FeatureCache  # noqa: E402
-from serdistill.errors import BundleError  # noqa: E402
-from serdistill.features import FeatureExtractor, feature_settings, read_features  # noqa: E402
+from serdistill.deploy.bundle import FILES, IntegrityWarning, load_bundle  # noqa: E402
+from serdistill.data.cache import FeatureCache  # noqa: E402
+from serdistill.base.errors import BundleError  # noqa: E402
+from serdistill.data.features import FeatureExtractor, feature_settings, read_features  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RATE = 16000
@@ -141,7 +141,7 @@ def test_commands_and_service_refuse_a_damaged_bundle_in_one_line(copy: Path, sp
                   "valence": [4.0], "dominance": [4.0]}).to_csv(manifest, index=False)
     code, _, err = run_cli(["evaluate", str(copy), str(manifest), "-q"])
     _one_line_error(code, err, "weights.pt")
-    from serdistill.serve import create_app
+    from serdistill.deploy.serve import create_app
 
     with pytest.raises(BundleError, match="weights.pt"):
         create_app(copy)
@@ -169,7 +169,7 @@ def test_non_finite_outputs_are_an_error_never_an_empty_row_or_a_500(copy: Path,
         pytest.importorskip("httpx")
         from fastapi.testclient import TestClient
 
-        from serdistill.serve import create_app
+        from serdistill.deploy.serve import create_app
 
         assert fastapi
         for backend in ("onnx", "torch"):
@@ -194,7 +194,7 @@ def test_a_cache_entry_rewritten_with_wrong_finite_values_is_extracted_again(spe
     data[24:] = payload.tobytes()
     entry.write_bytes(bytes(data))
     extractor = FeatureExtractor(cache_dir=cache, verbose=False)
-    with caplog.at_level(logging.WARNING, logger="serdistill.cache"):
+    with caplog.at_level(logging.WARNING, logger="serdistill.data.cache"):
         second = extractor.process_files([speech])
     assert "does not match its checksum" in caplog.text and entry.name in caplog.text
     assert extractor.stats.extracted == 1 and extractor.stats.cached == 0
@@ -208,7 +208,7 @@ def test_an_entry_copied_under_another_audios_name_does_not_match(speech: Path, 
     other = _write(tmp_path / "other.wav", _speechlike(1.2, seed=5), subtype="PCM_16")
     cache = tmp_path / "cache"
     FeatureExtractor(cache_dir=cache, verbose=False).process_files([speech, other])
-    from serdistill.cache import content_hash
+    from serdistill.data.cache import content_hash
 
     store = FeatureCache(cache, feature_settings(), dim=6373)
     a, b = store.entry_path(content_hash(speech)), store.entry_path(content_hash(other))
@@ -259,9 +259,9 @@ def test_out_of_range_labels_can_be_kept_or_clipped_on_request(tiny_corpus, tiny
                                                                caplog) -> None:
     manifest, features = tiny_corpus
     bad, file = _bad_manifest(manifest, tmp_path, 9.5)
-    from serdistill.manifest import read_manifest
+    from serdistill.data.manifest import read_manifest
 
-    with caplog.at_level(logging.WARNING, logger="serdistill.manifest"):
+    with caplog.at_level(logging.WARNING, logger="serdistill.data.manifest"):
         kept = read_manifest(bad, check_files=False, out_of_range="warn")
         clipped = read_manifest(bad, check_files=False, out_of_range="clip")
     assert caplog.text.count("outside the scale 1..7") == 2 and "clipped" in caplog.text
@@ -349,7 +349,7 @@ def test_workers_of_a_killed_extract_do_not_outlive_it(tmp_path: Path) -> None:
 
 
 def test_workers_of_a_killed_training_engine_do_not_outlive_it(tmp_path: Path) -> None:
-    script = ("import time\nfrom serdistill.engine import LocalEngine\n"
+    script = ("import time\nfrom serdistill.runtime.engine import LocalEngine\n"
               "LocalEngine(workers=2).map(time.sleep, [120, 120])\n")
     survivors, _ = _kill_and_watch([sys.executable, "-c", script], 2, tmp_path)
     assert not survivors, f"worker(s) {survivors} outlived their killed parent by more than 5 s"
@@ -392,7 +392,7 @@ def test_predict_and_serve_take_the_allow_truncated_flag_their_hint_names(bundle
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from serdistill.serve import create_app
+    from serdistill.deploy.serve import create_app
 
     with TestClient(create_app(bundle, allow_truncated=True)) as client:
         response = client.post("/predict", files={"file": ("cut.wav", cut.read_bytes(), "audio/wav")})
@@ -400,7 +400,7 @@ def test_predict_and_serve_take_the_allow_truncated_flag_their_hint_names(bundle
     import contextlib
 
     text = io.StringIO()
-    from serdistill.cli import main
+    from serdistill.runtime.cli import main
 
     with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
         main(["serve", "--help"])
@@ -437,7 +437,7 @@ def test_a_manifest_path_through_a_symlink_is_kept_as_given(speech: Path, tmp_pa
     assert read_features(tmp_path / "f.parquet").index.tolist() == [str(tmp_path / "link" / "a.wav")]
     # a shell's working folder through a symlink ($PWD) is kept too
     env = {**os.environ, "PWD": str(tmp_path / "link")}
-    result = subprocess.run([sys.executable, "-c", "from serdistill.io import absolute; print(absolute('a.wav'))"],
+    result = subprocess.run([sys.executable, "-c", "from serdistill.base.io import absolute; print(absolute('a.wav'))"],
                             cwd=tmp_path / "link", env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == str(tmp_path / "link" / "a.wav")
 
@@ -496,7 +496,7 @@ def test_the_service_rejects_each_bad_upload_with_its_kind(bundle: Path, probe: 
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from serdistill.serve import create_app
+    from serdistill.deploy.serve import create_app
 
     with TestClient(create_app(bundle), raise_server_exceptions=False) as client:
         assert client.get("/health").json()["scale"] == [1.0, 7.0]

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serdistill.cli import main
-from serdistill.corpora import build_manifest, load_norms
-from serdistill.manifest import ATTRIBUTES, read_manifest
+from serdistill.runtime.cli import main
+from serdistill.data.corpora import build_manifest, load_norms
+from serdistill.data.manifest import ATTRIBUTES, read_manifest
 
 CODES = {"W": 127, "L": 81, "N": 79, "F": 71, "A": 69, "T": 62, "E": 46}
 CATEGORIES = {"anger": 127, "boredom": 81, "neutral": 79, "happiness": 71, "fear": 69, "sadness": 62,

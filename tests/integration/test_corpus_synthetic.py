@@ -9,10 +9,10 @@ import pytest
 import soundfile
 from scipy.stats import spearmanr
 
-from serdistill.corpora import build_manifest, summarize
-from serdistill.corpora import synthetic
-from serdistill.errors import CorpusError
-from serdistill.manifest import ATTRIBUTES
+from serdistill.data.corpora import build_manifest, summarize
+from serdistill.data.corpora import synthetic
+from serdistill.base.errors import CorpusError
+from serdistill.data.manifest import ATTRIBUTES
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from clirun import run_cli
-from serdistill.config import Config
-from serdistill.ensemble import TSModel
-from serdistill.mc_dropout import mc_dropout, mc_dropout_naive
-from serdistill.metrics import ccc
-from serdistill.models import MLP
+from serdistill.method.config import Config
+from serdistill.method.ensemble import TSModel
+from serdistill.method.mc_dropout import mc_dropout, mc_dropout_naive
+from serdistill.method.metrics import ccc
+from serdistill.method.models import MLP
 from toy import TINY, TINY_SETS, make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def test_a_whole_model_trains_on_the_gpu_and_predicts_like_its_cpu_copy():
 def test_train_on_cuda_writes_a_bundle_that_runs_on_the_cpu(tmp_path: Path, tiny_corpus):
     import pandas as pd
 
-    from serdistill.bundle import load_bundle
+    from serdistill.deploy.bundle import load_bundle
 
     manifest, features = tiny_corpus
     bundle = tmp_path / "gpu.bundle"
@@ -78,9 +78,9 @@ def test_train_on_cuda_writes_a_bundle_that_runs_on_the_cpu(tmp_path: Path, tiny
 
 def test_stacked_students_on_the_gpu_equal_separate_ones():
     """On CUDA the students train stacked by default ([train] stacked = "auto"): the same students."""
-    from serdistill.config import StudentConfig, TrainConfig
-    from serdistill.stacked import StudentJob, fit_students_stacked
-    from serdistill.training import fit_student, predict_mlp
+    from serdistill.method.config import StudentConfig, TrainConfig
+    from serdistill.method.stacked import StudentJob, fit_students_stacked
+    from serdistill.method.training import fit_student, predict_mlp
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 20)).astype(np.float32)

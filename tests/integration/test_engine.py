@@ -16,8 +16,8 @@ from clirun import run_cli
 
 ray = pytest.importorskip("ray")
 
-from serdistill.config import Config  # noqa: E402
-from serdistill.engine import LocalEngine, RayEngine, get_engine  # noqa: E402
+from serdistill.method.config import Config  # noqa: E402
+from serdistill.runtime.engine import LocalEngine, RayEngine, get_engine  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_map_gives_the_same_ordered_results_on_every_engine(make, ray_engine):
 def test_task_reports_reach_on_event_while_the_ray_tasks_run(monkeypatch, ray_engine, tmp_path):
     import sys
 
-    import serdistill.engine as engine_module
+    import serdistill.runtime.engine as engine_module
 
     ray.cloudpickle.register_pickle_by_value(sys.modules["tasks"])  # tests/tasks.py, sent by value
     monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
@@ -72,7 +72,7 @@ def test_a_task_error_is_raised_as_itself(ray_engine):
 
 
 def test_extraction_on_ray_equals_local(ray_engine, emodb_files, tmp_path):
-    from serdistill.features import FeatureExtractor, extract_files_with_engine
+    from serdistill.data.features import FeatureExtractor, extract_files_with_engine
 
     files = emodb_files[:12]
     local = FeatureExtractor("egemaps", num_workers=1, verbose=False)
@@ -100,7 +100,7 @@ def test_extraction_on_ray_equals_local(ray_engine, emodb_files, tmp_path):
 
 
 def test_teachers_on_ray_equal_the_sequential_ones(ray_engine, one_thread):
-    from serdistill.ensemble import TeacherEnsemble
+    from serdistill.method.ensemble import TeacherEnsemble
 
     config = Config.from_dict(TINY)
     X, y = split(80, 0)
@@ -124,7 +124,7 @@ def test_teachers_on_ray_equal_the_sequential_ones(ray_engine, one_thread):
 
 
 def test_a_whole_model_on_ray_equals_the_sequential_one(ray_engine, one_thread):
-    from serdistill.ensemble import TSModel
+    from serdistill.method.ensemble import TSModel
 
     config = Config.from_dict({**TINY, "unlabelled": {"source": "test"}})
     X, y = split(80, 0)
@@ -202,7 +202,7 @@ def test_an_experiment_on_an_existing_two_node_cluster_writes_the_local_results(
 
 
 def test_train_with_ray_writes_the_bundle_of_the_local_engine(ray_engine, one_thread, tiny_corpus, tmp_path):
-    from serdistill.bundle import load_bundle
+    from serdistill.deploy.bundle import load_bundle
 
     manifest, features = tiny_corpus
     common = [str(manifest), "--config", str(REPO / "configs" / "quick.toml"), "--features", str(features), "-q",
@@ -219,7 +219,7 @@ def test_train_with_ray_writes_the_bundle_of_the_local_engine(ray_engine, one_th
 
 
 def test_get_engine_names_its_choices():
-    from serdistill.errors import ConfigError
+    from serdistill.base.errors import ConfigError
 
     assert isinstance(get_engine("local", workers=1), LocalEngine)
     with pytest.raises(ConfigError, match="local, ray; got 'spark'"):

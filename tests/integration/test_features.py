@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from serdistill.audio import Rejection
-from serdistill.cache import FeatureCache
-from serdistill.errors import AudioError, ConfigError
-from serdistill.features import (
+from serdistill.data.audio import Rejection
+from serdistill.data.cache import FeatureCache
+from serdistill.base.errors import AudioError, ConfigError
+from serdistill.data.features import (
     FeatureError,
     FeatureExtractor,
     FeatureSet,
@@ -27,7 +27,7 @@ from serdistill.features import (
     with_features,
     write_features,
 )
-from serdistill.manifest import Manifest
+from serdistill.data.manifest import Manifest
 
 opensmile = pytest.importorskip("opensmile")
 RATE = 16000
@@ -355,7 +355,7 @@ def test_read_features_errors(tmp_path: Path, content: bytes | None, fragment: s
 def test_cli_writes_table_rejections_and_summary(
     real: list[Path], reference: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from serdistill.cli import main
+    from serdistill.runtime.cli import main
 
     bad = _make("zeros", tmp_path, real[0])
     manifest = _manifest([real[0], bad, real[1]], ["train", "train", "test"]).write(tmp_path / "m.csv")
@@ -393,7 +393,7 @@ def test_extract_manifest_writes_both_files(real: list[Path], tmp_path: Path) ->
 def test_cli_default_cache_dir(
     env: dict, expected: str, real: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from serdistill.cli import main
+    from serdistill.runtime.cli import main
 
     for name in ("SERDISTILL_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)

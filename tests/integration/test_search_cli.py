@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from clirun import run_cli
-from serdistill.bundle import load_bundle
+from serdistill.deploy.bundle import load_bundle
 from toy import TINY_SETS
 
 REPO = Path(__file__).resolve().parents[2]

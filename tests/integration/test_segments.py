@@ -14,8 +14,8 @@ pytest.importorskip("onnxruntime")
 from clirun import run_cli  # noqa: E402
 from toy import compare_bundle  # noqa: E402
 
-from serdistill.bundle import load_bundle  # noqa: E402
-from serdistill.segments import SegmentOptions, find_segments, fit_segments, stream  # noqa: E402
+from serdistill.deploy.bundle import load_bundle  # noqa: E402
+from serdistill.data.segments import SegmentOptions, find_segments, fit_segments, stream  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RATE = 16000
@@ -141,7 +141,7 @@ def test_long_files_are_segmented_by_default_and_short_ones_predicted_whole(
 
 def test_labels_are_shown_beside_predictions_for_manifest_inputs(bundle: Path, emodb_root: Path,
                                                                  tmp_path: Path) -> None:
-    from serdistill.corpora import build_manifest
+    from serdistill.data.corpora import build_manifest
 
     manifest = build_manifest("emodb")
     manifest.write(tmp_path / "m.csv")
@@ -153,7 +153,7 @@ def test_labels_are_shown_beside_predictions_for_manifest_inputs(bundle: Path, e
     test = manifest.split("test").table.set_index("file")
     assert list(table.columns[1:4]) == ["arousal", "arousal_label", "valence"]
     np.testing.assert_allclose(table["arousal_label"], test.loc[table["file"], "arousal"], atol=1e-5)
-    from serdistill.corpora.norms import load_norms
+    from serdistill.data.corpora.norms import load_norms
 
     norms = load_norms()
     assert set(table["category"]) <= set(norms.emotions)

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from toy import compare_bundle  # noqa: E402
 
-from serdistill.bundle import load_bundle  # noqa: E402
+from serdistill.deploy.bundle import load_bundle  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def bundle_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(bundle_path: Path):
-    from serdistill.serve import create_app
+    from serdistill.deploy.serve import create_app
 
     app = create_app(bundle_path, max_upload_bytes=MAX_BYTES, max_seconds=MAX_SECONDS)
     with TestClient(app, raise_server_exceptions=False) as test_client:
@@ -84,7 +84,7 @@ def test_a_real_recording_gets_the_bundles_prediction(client, bundle_path: Path,
 
 
 def test_a_generated_wav_is_predicted_with_the_torch_backend_too(bundle_path: Path) -> None:
-    from serdistill.serve import create_app
+    from serdistill.deploy.serve import create_app
 
     data = _wav(_speechlike(1.5))
     answers = []
@@ -154,8 +154,8 @@ def test_the_page_offers_an_upload_form(client) -> None:
 
 
 def test_a_bad_bundle_path_stops_at_start(tmp_path: Path) -> None:
-    from serdistill.errors import BundleError
-    from serdistill.serve import create_app
+    from serdistill.base.errors import BundleError
+    from serdistill.deploy.serve import create_app
 
     with pytest.raises(BundleError, match="does not exist"):
         create_app(tmp_path / "missing.bundle")
@@ -199,8 +199,8 @@ def test_a_running_server_answers_concurrent_requests_alike(bundle_path: Path) -
 
 
 def test_without_onnxruntime_the_service_runs_the_model_with_torch(bundle_path: Path, monkeypatch) -> None:
-    from serdistill import serve
-    from serdistill.export import MissingDependency
+    from serdistill.deploy import serve
+    from serdistill.deploy.export import MissingDependency
 
     def no_onnx(*modules):
         if "onnxruntime" in modules:

@@ -20,10 +20,10 @@ import pytest
 import soundfile as sf
 
 from clirun import run_cli as _run
-from serdistill.bundle import FILES, load_bundle
-from serdistill.cli import train as train_cli
-from serdistill.feature_table import read_features
-from serdistill.manifest import read_manifest
+from serdistill.deploy.bundle import FILES, load_bundle
+from serdistill.runtime.cli import train as train_cli
+from serdistill.data.feature_table import read_features
+from serdistill.data.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -239,7 +239,7 @@ def test_a_long_upload_shows_a_timeline_with_one_band_per_segment(browser, serve
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from serdistill.segments import find_segments
+    from serdistill.data.segments import find_segments
 
     assert sf.info(str(three_minutes)).duration > 170
     expected = len(find_segments(three_minutes))

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serdistill import bundle as bundle_module
-from serdistill.bundle import (
+from serdistill.deploy import bundle as bundle_module
+from serdistill.deploy.bundle import (
     FILES,
     Bundle,
     VersionWarning,
@@ -20,11 +20,11 @@ from serdistill.bundle import (
     save_bundle,
     version_differences,
 )
-from serdistill.config import Config
-from serdistill.ensemble import TSModel
-from serdistill.errors import BundleError
-from serdistill.metrics import ccc
-from serdistill.normalise import Normaliser
+from serdistill.method.config import Config
+from serdistill.method.ensemble import TSModel
+from serdistill.base.errors import BundleError
+from serdistill.method.metrics import ccc
+from serdistill.data.normalise import Normaliser
 
 D = 16
 QUICK = str(Path(__file__).resolve().parents[2] / "configs" / "quick.toml")
@@ -233,7 +233,7 @@ def test_a_copied_bundle_loads_elsewhere(saved: Path, tmp_path: Path, fitted) ->
 @pytest.fixture
 def toy_corpus(tmp_path: Path) -> tuple[Path, Path]:
     """60 placeholder files (36 train, 12 development, 12 test) and a 16-feature table."""
-    from serdistill.feature_table import write_features
+    from serdistill.data.feature_table import write_features
 
     rng = np.random.default_rng(3)
     files = []
@@ -259,7 +259,7 @@ TINY_ARGS = ["--set", "baseline.hidden=[8]", "--set", "baseline.epochs=2", "--se
 
 
 def test_train_and_evaluate_commands_on_a_feature_table(toy_corpus, tmp_path: Path, capsys) -> None:
-    from serdistill.cli import main
+    from serdistill.runtime.cli import main
 
     manifest, features = toy_corpus
     out = tmp_path / "toy.bundle"
@@ -298,7 +298,7 @@ def test_train_and_evaluate_commands_on_a_feature_table(toy_corpus, tmp_path: Pa
     ({"arousal": np.nan}, "too few arousal labels to train"),
 ])
 def test_train_says_what_the_manifest_lacks(toy_corpus, tmp_path: Path, capsys, change, message) -> None:
-    from serdistill.cli import main
+    from serdistill.runtime.cli import main
 
     manifest, features = toy_corpus
     table = pd.read_csv(manifest)
@@ -314,7 +314,7 @@ def test_train_says_what_the_manifest_lacks(toy_corpus, tmp_path: Path, capsys, 
 
 def test_train_refuses_to_overwrite_what_is_not_a_bundle_before_training(toy_corpus, tmp_path: Path,
                                                                           capsys) -> None:
-    from serdistill.cli import main
+    from serdistill.runtime.cli import main
 
     manifest, features = toy_corpus
     (tmp_path / "notes").mkdir()
@@ -326,7 +326,7 @@ def test_train_refuses_to_overwrite_what_is_not_a_bundle_before_training(toy_cor
 
 
 def test_a_bundle_has_the_usual_permissions(saved: Path) -> None:
-    from serdistill.io import DIR_MODE, FILE_MODE
+    from serdistill.base.io import DIR_MODE, FILE_MODE
 
     assert saved.stat().st_mode & 0o777 == DIR_MODE  # not mkdtemp's 0700: others may read a shared model
     assert {p.name: p.stat().st_mode & 0o777 for p in saved.iterdir()} == dict.fromkeys(FILES, FILE_MODE)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serdistill.config import TEACHER_DROPOUTS, Config, TeacherConfig, apply_overrides, load_config
-from serdistill.errors import ConfigError, SerdistillError
+from serdistill.method.config import TEACHER_DROPOUTS, Config, TeacherConfig, apply_overrides, load_config
+from serdistill.base.errors import ConfigError, SerdistillError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,7 +82,7 @@ def test_quick_preset(quick, paper):
 
 
 def test_default_preset_fits_its_lengths_to_the_data():
-    from serdistill.training import Schedule, n_batches
+    from serdistill.method.training import Schedule, n_batches
 
     default = load_config("default")
     assert default.teacher.hidden == (512,) * 4 and default.student.hidden == (512, 512)
@@ -264,7 +264,7 @@ def test_apply_overrides_errors():
 
 
 def test_unlabelled_source_takes_either_spelling():
-    from serdistill.config import UnlabelledConfig
+    from serdistill.method.config import UnlabelledConfig
 
     assert UnlabelledConfig(source="unlabelled").source == "unlabeled" == UnlabelledConfig(source="unlabeled").source
     assert Config.from_dict({"unlabelled": {"source": "unlabelled"}}).unlabelled.source == "unlabeled"

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import soundfile
 
-from serdistill.cli import main
-from serdistill.corpora import RECIPES, assign_speakers, build_manifest, load_norms, split_counts, summarize
-from serdistill.corpora.norms import Norms
-from serdistill.errors import CorpusError
-from serdistill.manifest import ATTRIBUTES, read_manifest
+from serdistill.runtime.cli import main
+from serdistill.data.corpora import RECIPES, assign_speakers, build_manifest, load_norms, split_counts, summarize
+from serdistill.data.corpora.norms import Norms
+from serdistill.base.errors import CorpusError
+from serdistill.data.manifest import ATTRIBUTES, read_manifest
 
 SR = 16000
 
@@ -164,7 +164,7 @@ def _ravdess(root: Path, actors: range = range(1, 7)) -> Path:
 
 def test_ravdess_reads_codes_skips_other_modalities_and_says_so(tmp_path: Path, caplog) -> None:
     root = _ravdess(tmp_path / "RAVDESS")
-    with caplog.at_level(logging.INFO, logger="serdistill.corpora"):
+    with caplog.at_level(logging.INFO, logger="serdistill.data.corpora"):
         manifest = build_manifest("ravdess", root, seed=3)
     table = manifest.table
     assert len(table) == 6 * 15
@@ -310,7 +310,7 @@ def test_emodb_fake_corpus_with_and_without_ratings(tmp_path: Path, caplog) -> N
     for name in names:
         _wav(tmp_path / "audio" / f"{name}.flac", 0.1)
     _wav(tmp_path / "audio" / "readme.wav", 0.1)  # not EmoDB: skipped with a warning
-    with caplog.at_level(logging.WARNING, logger="serdistill.corpora"):
+    with caplog.at_level(logging.WARNING, logger="serdistill.data.corpora"):
         table = build_manifest("emodb", tmp_path).table
     assert "readme.wav" in caplog.text and "ratings" in caplog.text
     assert table["strength"].eq(1.0).all()

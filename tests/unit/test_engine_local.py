@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from serdistill.engine import EngineError, LocalEngine, get_engine
-from serdistill.errors import SerdistillError
+from serdistill.runtime.engine import EngineError, LocalEngine, get_engine
+from serdistill.base.errors import SerdistillError
 from tasks import check_live_reports
 
 
@@ -50,7 +50,7 @@ def test_an_unreachable_ray_address_fails_at_once_and_says_why(address):
 
 def _row_sums(i: int, *, X, Y, tag):
     """A task: what a worker sees of its shared arguments."""
-    from serdistill.storage import is_on_disk
+    from serdistill.data.storage import is_on_disk
 
     return float(X[i].sum()), float(Y[i].sum()), tag, is_on_disk(X) and is_on_disk(Y)
 
@@ -68,7 +68,7 @@ def _die(i: int):
 
 
 def test_the_pool_maps_large_arrays_as_shared_file_pages_not_copies():
-    from serdistill.storage import disk_matrix
+    from serdistill.data.storage import disk_matrix
 
     X = disk_matrix((600, 512))  # 1.2 MB: shared where it is
     X[:] = np.random.default_rng(0).normal(size=X.shape)
@@ -118,7 +118,7 @@ def _slow(i: int) -> int:
 
 
 def test_the_pool_calls_on_wait_while_its_tasks_run(monkeypatch):
-    import serdistill.engine as engine_module
+    import serdistill.runtime.engine as engine_module
 
     monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
     calls = []
@@ -129,8 +129,8 @@ def test_the_pool_calls_on_wait_while_its_tasks_run(monkeypatch):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_task_reports_reach_on_event_while_the_tasks_run(monkeypatch, tmp_path, workers):
-    import serdistill.engine as engine_module
-    import serdistill.events as events_module
+    import serdistill.runtime.engine as engine_module
+    import serdistill.base.events as events_module
 
     monkeypatch.setattr(engine_module, "WAIT_SECONDS", 0.05)
     with LocalEngine(workers) as engine:
@@ -141,8 +141,8 @@ def test_task_reports_reach_on_event_while_the_tasks_run(monkeypatch, tmp_path, 
 def test_pool_training_reports_each_epoch_once_as_the_sequential_one_does():
     import torch
 
-    from serdistill.config import Config
-    from serdistill.ensemble import StudentEnsemble, TeacherEnsemble
+    from serdistill.method.config import Config
+    from serdistill.method.ensemble import StudentEnsemble, TeacherEnsemble
 
     from toy import TINY
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import serdistill.ensemble.tasks as ensemble_tasks
-import serdistill.ensemble.teachers as ensemble_teachers
-from serdistill.config import Config, UnlabelledConfig
-from serdistill.ensemble import (
+import serdistill.method.ensemble.tasks as ensemble_tasks
+import serdistill.method.ensemble.teachers as ensemble_teachers
+from serdistill.method.config import Config, UnlabelledConfig
+from serdistill.method.ensemble import (
     Baseline,
     StudentEnsemble,
     TeacherEnsemble,
@@ -20,10 +20,10 @@ from serdistill.ensemble import (
     stacked_predict,
     summarise_teachers,
 )
-from serdistill.ensemble.common import _dev_score
-from serdistill.errors import ConfigError, NotFittedError
-from serdistill.metrics import ccc
-from serdistill.models import MLP
+from serdistill.method.ensemble.common import _dev_score
+from serdistill.base.errors import ConfigError, NotFittedError
+from serdistill.method.metrics import ccc
+from serdistill.method.models import MLP
 
 D = 12
 TINY = {
@@ -427,7 +427,7 @@ def test_student_predict_follows_weight_changes(data):
 
 
 def test_large_embeddings_live_on_disk_with_the_same_results(data, monkeypatch):
-    from serdistill.storage import is_on_disk
+    from serdistill.data.storage import is_on_disk
 
     X, y, X_dev, y_dev, X_test, _ = data
     in_memory = TSModel(tiny()).fit(X, y, X_dev, y_dev, X_unlabelled=X_test)
@@ -565,7 +565,7 @@ def test_stacked_teacher_ensemble_equals_the_separate_one(data, tmp_path):
 
 
 def test_every_estimator_says_it_is_not_fitted_with_one_error(data):
-    from serdistill.normalise import Normaliser
+    from serdistill.data.normalise import Normaliser
 
     X_test = data[4]
     for estimator, call in ((Baseline(tiny()), "predict"), (TeacherEnsemble(tiny()), "predict"),

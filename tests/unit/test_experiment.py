@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from serdistill.config import Config
-from serdistill.dataset import Dataset
-from serdistill.errors import ConfigError
-from serdistill.experiment import collect, plan, run_experiment, trial_seed
-from serdistill.metrics import ccc
+from serdistill.method.config import Config
+from serdistill.data.dataset import Dataset
+from serdistill.base.errors import ConfigError
+from serdistill.study.experiment import collect, plan, run_experiment, trial_seed
+from serdistill.method.metrics import ccc
 from toy import TINY as BASE, make_dataset
 
 TINY = {**BASE, "protocol": {"trials": 2}}
@@ -48,7 +48,7 @@ def test_every_setting_runs_and_the_report_is_written(data, tmp_path):
     # the N = 1 rows are the first member of the N = 5 ensembles
     full = np.load(tmp_path / "run/trials/0/arousal/ts_test.npz")["members"]
     one = json.loads((tmp_path / "run/trials/0/arousal/abl_u1_mc1_n1.json").read_text())
-    from serdistill.metrics import ccc
+    from serdistill.method.metrics import ccc
     X_test, y_test = data.arrays("test", attributes=("arousal",), normaliser=data.normaliser())
     assert one["ccc"]["arousal"] == pytest.approx(ccc(full[0][:, 0].astype(float), y_test[:, 0].astype(float)))
     # work folders (checkpoints) are removed once a group is finished
@@ -116,7 +116,7 @@ def test_a_run_folder_of_another_config_is_refused(data, tmp_path):
 
 def test_trial_ts_test_is_the_tsmodel_of_that_seed(data, tmp_path):
     """T-S (test) of a trial is exactly TSModel.fit with the trial's seed and source 'test'."""
-    from serdistill.ensemble import TSModel
+    from serdistill.method.ensemble import TSModel
 
     config = Config.from_dict({**TINY, "attributes": ["arousal"], "baseline": {"enabled": False},
                                "protocol": {"trials": 1, "settings": ["ts_test"]}})
@@ -127,7 +127,7 @@ def test_trial_ts_test_is_the_tsmodel_of_that_seed(data, tmp_path):
     Xt, yt = data.arrays("test", attributes=("arousal",), normaliser=normaliser)
     model = TSModel(config.updated({"seed": trial_seed(config, 0), "unlabelled": {"source": "test"}}))
     model.fit(X, y, Xd, yd, X_unlabelled=Xt)
-    from serdistill.metrics import ccc
+    from serdistill.method.metrics import ccc
     expected = ccc(model.predict(Xt)[:, 0].astype(float), yt[:, 0].astype(float))
     got = result.results.query("setting == 'ts_test'")["ccc"].item()
     assert got == pytest.approx(expected, abs=1e-5)
@@ -144,9 +144,9 @@ def test_collect_reads_what_was_written(data, tmp_path):
 
 def test_data_on_disk_give_the_results_in_memory_give(data, tmp_path, monkeypatch):
     """Raw matrix, normalised splits, embeddings and the pseudo-label set on disk: the same numbers."""
-    import serdistill.dataset as dataset_module
-    import serdistill.ensemble.teachers as ensemble_module
-    from serdistill.storage import disk_matrix
+    import serdistill.data.dataset as dataset_module
+    import serdistill.method.ensemble.teachers as ensemble_module
+    from serdistill.data.storage import disk_matrix
 
     config = Config.from_dict({**TINY, "protocol": {"trials": 1, "settings": ["ts_pseudo", "abl_u1_mc0_n5"]}})
     memory = run_experiment(data, config, tmp_path / "memory", progress=False, report=False)
@@ -162,8 +162,8 @@ def test_data_on_disk_give_the_results_in_memory_give(data, tmp_path, monkeypatc
 
 
 def test_folds_put_each_speaker_group_in_test_once_with_development_from_the_rest(tmp_path):
-    from serdistill.experiment import fold_data, speaker_folds_of
-    from serdistill.reference import LinearReference
+    from serdistill.study.experiment import fold_data, speaker_folds_of
+    from serdistill.method.reference import LinearReference
 
     data = make_dataset({"train": 36, "development": 18, "test": 18, "unlabeled": 12})  # 9 labelled speakers
     config = Config.from_dict({**TINY, "attributes": ["arousal"],
@@ -203,7 +203,7 @@ def test_folds_need_enough_speakers():
     data = make_dataset({"train": 6, "development": 3, "test": 3})  # 9 speakers
     with pytest.raises(ConfigError, match="must be 0 .* or at least 3"):
         Config.from_dict({**TINY, "protocol": {"folds": 2}})
-    from serdistill.errors import CorpusError
+    from serdistill.base.errors import CorpusError
 
     with pytest.raises(CorpusError, match="needs 3 to 9 folds here"):
         run_experiment(data, Config.from_dict({**TINY, "protocol": {"folds": 10}}), "/nonexistent/run", progress=False)

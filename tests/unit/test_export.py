@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from clirun import run_cli
-from serdistill.bundle import load_bundle, save_bundle
-from serdistill.config import Config
-from serdistill.ensemble import TSModel
-from serdistill.errors import BundleError
-from serdistill.normalise import Normaliser
+from serdistill.deploy.bundle import load_bundle, save_bundle
+from serdistill.method.config import Config
+from serdistill.method.ensemble import TSModel
+from serdistill.base.errors import BundleError
+from serdistill.data.normalise import Normaliser
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -59,7 +59,7 @@ def _inputs(bundle, rng: np.random.Generator) -> np.ndarray:
 
 
 def test_the_onnx_graph_matches_the_bundle_within_1e_5(single: Path, tmp_path: Path) -> None:
-    from serdistill.export import export_onnx, onnx_session
+    from serdistill.deploy.export import export_onnx, onnx_session
 
     bundle = load_bundle(single)
     data = export_onnx(bundle, tmp_path / "model.onnx")
@@ -100,7 +100,7 @@ def test_the_model_carries_its_metadata(single: Path, tmp_path: Path) -> None:
 
 
 def test_a_multi_task_bundle_exports_too(tmp_path: Path) -> None:
-    from serdistill.export import export_onnx, onnx_session
+    from serdistill.deploy.export import export_onnx, onnx_session
 
     bundle = load_bundle(_bundle(tmp_path, "multi", ["valence", "arousal"]))
     X = _inputs(bundle, np.random.default_rng(5))

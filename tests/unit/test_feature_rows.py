@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import serdistill.feature_rows as feature_rows
-from serdistill.feature_rows import FeatureRows, concat_embeddings, release, select_embedding_rows
-from serdistill.storage import disk_matrix, is_on_disk
+import serdistill.data.feature_rows as feature_rows
+from serdistill.data.feature_rows import FeatureRows, concat_embeddings, release, select_embedding_rows
+from serdistill.data.storage import disk_matrix, is_on_disk
 
 
 def _on_disk(a: np.ndarray) -> np.ndarray:

@@ -5,8 +5,8 @@ import logging
 
 import pandas as pd
 
-from serdistill.health import failed_members, margin
-from serdistill.report import write_report
+from serdistill.method.health import failed_members, margin
+from serdistill.study.report import write_report
 
 
 def history(best: int, ran: int) -> list[dict]:

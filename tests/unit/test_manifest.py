@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serdistill.errors import ManifestError
-from serdistill.manifest import ATTRIBUTES, Manifest, read_manifest
+from serdistill.base.errors import ManifestError
+from serdistill.data.manifest import ATTRIBUTES, Manifest, read_manifest
 
 HEADER = "file,speaker,split,arousal,valence,dominance"
 

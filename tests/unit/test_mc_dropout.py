@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from serdistill.mc_dropout import mc_dropout, mc_dropout_naive
-from serdistill.models import MLP
+from serdistill.method.mc_dropout import mc_dropout, mc_dropout_naive
+from serdistill.method.models import MLP
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -210,7 +210,7 @@ def test_naive_without_masks(X):
 def test_features_on_disk_leave_the_process_as_the_blocks_pass(enabled):
     """MC dropout, and its one deterministic pass ("no MC dropout"), over a 160 MiB matrix on
     disk keep at most ~one page budget (64 MiB) of it mapped, and give the same numbers."""
-    from serdistill.storage import PAGE_BUDGET, disk_matrix, release_rows
+    from serdistill.data.storage import PAGE_BUDGET, disk_matrix, release_rows
 
     def mapped_mb() -> float:
         with open("/proc/self/smaps_rollup") as f:

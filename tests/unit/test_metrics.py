@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from serdistill.metrics import CCC_EPS, ccc, ccc_loss, ccc_torch
+from serdistill.method.metrics import CCC_EPS, ccc, ccc_loss, ccc_torch
 
 
 def ccc_formula(x, y) -> float:

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serdistill.errors import ConfigError, NotFittedError
-from serdistill.features import FeatureError
-from serdistill.normalise import Normaliser
+from serdistill.base.errors import ConfigError, NotFittedError
+from serdistill.data.features import FeatureError
+from serdistill.data.normalise import Normaliser
 
 # Column 0: 1, 3 -> mean 2, std 1.  Column 1: 10, 30 -> mean 20, std 10.  Column 2: constant 5.
 TRAIN = np.array([[1.0, 10.0, 5.0], [3.0, 30.0, 5.0]], dtype=np.float32)

@@ -6,9 +6,9 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.svm import LinearSVR
 
-from serdistill.metrics import ccc
-from serdistill.reference import RIDGE_ALPHAS, SVR_CS, LinearReference
-from serdistill.storage import disk_matrix
+from serdistill.method.metrics import ccc
+from serdistill.method.reference import RIDGE_ALPHAS, SVR_CS, LinearReference
+from serdistill.data.storage import disk_matrix
 
 
 def make(n: int, d: int, *, seed: int, noise: float = 1.0):

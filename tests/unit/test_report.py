@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from serdistill.findings import HELD, MEAN_ONLY, NOT_HELD, NOT_TESTED
-from serdistill.report import table1_markdown, write_report
-from serdistill.results import ResultsError, consistency_table, read_results, results_from_json
-from serdistill.settings import SETTINGS
+from serdistill.study.findings import HELD, MEAN_ONLY, NOT_HELD, NOT_TESTED
+from serdistill.study.report import table1_markdown, write_report
+from serdistill.study.results import ResultsError, consistency_table, read_results, results_from_json
+from serdistill.study.settings import SETTINGS
 
 ATTRIBUTES = ("arousal", "valence", "dominance")
 OFFSETS = {"arousal": 0.0, "valence": -0.40, "dominance": -0.08}  # different per column: catches mix-ups

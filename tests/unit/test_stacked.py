@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from serdistill.config import StudentConfig, TrainConfig
-from serdistill.models import MLP
-from serdistill.stacked import StackedMLP, StudentJob, fit_students_stacked, keep_optimizer_rows
-from serdistill.training import fit_student, predict_mlp
+from serdistill.method.config import StudentConfig, TrainConfig
+from serdistill.method.models import MLP
+from serdistill.method.stacked import StackedMLP, StudentJob, fit_students_stacked, keep_optimizer_rows
+from serdistill.method.training import fit_student, predict_mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,9 +147,9 @@ def test_stacked_students_check_their_inputs(data):
 @pytest.mark.parametrize("optimizer,momentum", [("sgd", 0.9), ("sgd", 0.0)])
 def test_stacked_teachers_equal_separate_teachers(data, optimizer, momentum):
     """Their own dropout masks (each from its own generator, in the same order), batches and early stops."""
-    from serdistill.config import TeacherConfig
-    from serdistill.stacked import fit_teachers_stacked
-    from serdistill.training import fit_teacher
+    from serdistill.method.config import TeacherConfig
+    from serdistill.method.stacked import fit_teachers_stacked
+    from serdistill.method.training import fit_teacher
 
     X, y, X_dev, y_dev, *_ = data
     config = TeacherConfig(hidden=(16, 16, 8), dropouts=(0.2, 0.5, 0.6), optimizer=optimizer, lr=0.01,

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from serdistill.results import ResultsError, validate_results
-from serdistill.stats import (
+from serdistill.study.results import ResultsError, validate_results
+from serdistill.study.stats import (
     TTest, UndefinedTestWarning, chosen_alpha_beta, compare, compare_to_others, consistency_medians,
     grid_means, paired_ttest_one_tailed, relative_improvement, summarise,
 )

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import serdistill.feature_table as feature_table
-import serdistill.dataset as dataset
-from serdistill.dataset import load_dataset
-from serdistill.errors import FeatureError
-from serdistill.feature_table import ParquetFeatures, read_features, write_features
-from serdistill.manifest import Manifest
-from serdistill.normalise import Normaliser
-from serdistill.storage import disk_matrix, is_on_disk, release_rows, take_rows
+import serdistill.data.feature_table as feature_table
+import serdistill.data.dataset as dataset
+from serdistill.data.dataset import load_dataset
+from serdistill.base.errors import FeatureError
+from serdistill.data.feature_table import ParquetFeatures, read_features, write_features
+from serdistill.data.manifest import Manifest
+from serdistill.data.normalise import Normaliser
+from serdistill.data.storage import disk_matrix, is_on_disk, release_rows, take_rows
 
 
 def test_disk_matrix_keeps_its_values_after_release(rng: np.random.Generator) -> None:
@@ -97,8 +97,8 @@ def test_load_dataset_names_non_finite_files_from_parquet(tmp_path: Path, rng: n
 
 
 def test_concat_rows_equals_numpy_in_memory_and_on_disk(rng: np.random.Generator) -> None:
-    from serdistill.experiment import _concat_on_disk
-    from serdistill.storage import concat_rows
+    from serdistill.study.experiment import _concat_on_disk
+    from serdistill.data.storage import concat_rows
 
     a, b = rng.standard_normal((7, 5)).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)
     on_disk = disk_matrix(a.shape)
@@ -122,8 +122,8 @@ needs_smaps = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), r
 
 
 def test_row_reader_reads_the_rows_of_arrays_and_views_on_disk(rng: np.random.Generator) -> None:
-    from serdistill.engine import _open_shared
-    from serdistill.storage import file_reference, row_reader
+    from serdistill.runtime.engine import _open_shared
+    from serdistill.data.storage import file_reference, row_reader
 
     X = rng.standard_normal((300, 9)).astype(np.float32)
     D = disk_matrix(X.shape)
@@ -145,7 +145,7 @@ def test_row_reader_reads_the_rows_of_arrays_and_views_on_disk(rng: np.random.Ge
 
 @needs_smaps
 def test_page_budget_and_release_memory_drop_the_pages_they_mapped() -> None:
-    from serdistill.storage import PageBudget, release_memory
+    from serdistill.data.storage import PageBudget, release_memory
 
     D = disk_matrix((2560, 4096))  # 40 MiB
     D[:] = 1.0
@@ -164,7 +164,7 @@ def test_page_budget_and_release_memory_drop_the_pages_they_mapped() -> None:
 
 
 def test_select_rows_keeps_a_subset_of_on_disk_features_on_disk(rng: np.random.Generator) -> None:
-    from serdistill.storage import select_rows
+    from serdistill.data.storage import select_rows
 
     X = rng.standard_normal((700, 600)).astype(np.float32)
     D = disk_matrix(X.shape)
@@ -179,7 +179,7 @@ def test_select_rows_keeps_a_subset_of_on_disk_features_on_disk(rng: np.random.G
 
 
 def test_select_embedding_rows_keeps_teacher_embeddings_on_disk(rng: np.random.Generator) -> None:
-    from serdistill.ensemble import select_embedding_rows
+    from serdistill.method.ensemble import select_embedding_rows
 
     E = rng.standard_normal((3, 500, 16)).astype(np.float32)
     D = disk_matrix((3 * 500, 16)).reshape(3, 500, 16)  # as TeacherEnsemble.mc_stack makes them

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from serdistill.config import StudentConfig, TeacherConfig, TrainConfig
-from serdistill.errors import ConfigError
-from serdistill.metrics import ccc
-from serdistill.training import (
+from serdistill.method.config import StudentConfig, TeacherConfig, TrainConfig
+from serdistill.base.errors import ConfigError
+from serdistill.method.metrics import ccc
+from serdistill.method.training import (
     Schedule,
     batch_schedule,
     batches,
@@ -20,7 +20,7 @@ from serdistill.training import (
     predict_mlp,
     student_loss,
 )
-from serdistill.config import BaselineConfig
+from serdistill.method.config import BaselineConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -285,7 +285,7 @@ class CountingSGD(torch.optim.SGD):
 @pytest.mark.parametrize("n", [300, 30_000])
 def test_the_number_of_optimizer_steps_follows_the_step_budget(n, monkeypatch):
     """A 300-row and a 30,000-row training set both take exactly the budgeted steps (epochs derived)."""
-    import serdistill.training as training
+    import serdistill.method.training as training
 
     X, y = make_data(n, d=4)
     X_dev, y_dev = make_data(40, seed=1, d=4)
@@ -354,7 +354,7 @@ def test_early_stopped_run_resumes_as_stopped(tmp_path, data):
 
 
 def test_student_head_starts_from_the_teachers_output_layer(data, monkeypatch):
-    import serdistill.training as training
+    import serdistill.method.training as training
 
     X, y, X_dev, y_dev = data
     rng = np.random.default_rng(3)
@@ -450,8 +450,8 @@ def test_mismatched_checkpoint_raises(tmp_path, data):
 def test_training_on_disk_reads_batches_from_the_file_and_matches_memory(data, monkeypatch):
     """Features and embeddings on disk: the batches are read with pread (row_reader), and
     the models are bit-identical to those trained on the same arrays in memory."""
-    import serdistill.feature_rows as feature_rows
-    from serdistill.storage import disk_matrix
+    import serdistill.data.feature_rows as feature_rows
+    from serdistill.data.storage import disk_matrix
 
     def on_disk(a: np.ndarray) -> np.ndarray:
         out = disk_matrix((len(a) + 3, a.shape[1]))[3:]  # a view: its rows start inside the file
@@ -481,7 +481,7 @@ def test_training_on_disk_reads_batches_from_the_file_and_matches_memory(data, m
 
 
 def test_frozen_head_stays_the_teachers_and_relative_mse_rescales_beta(data):
-    from serdistill.training import embedding_mean_square
+    from serdistill.method.training import embedding_mean_square
 
     X, y, X_dev, y_dev = data
     rng = np.random.default_rng(4)
@@ -511,14 +511,14 @@ def test_student_weight_decay_is_decoupled_and_shrinks_the_weights(data):
     decayed = fit_student(X, y, X_dev, y_dev, config=StudentConfig(hidden=(16,), epochs=4, weight_decay=500.0), **common)
     norm = lambda m: float(m.layers[0].weight.detach().norm())  # noqa: E731
     assert norm(decayed.model) < 0.6 * norm(plain.model)  # (1 - lr * 500) ** 20 steps = 0.36
-    opt = __import__("serdistill.training", fromlist=["_optimizer"])._optimizer("nadam", plain.model, 1e-4, 0.0, 2.0)
+    opt = __import__("serdistill.method.training", fromlist=["_optimizer"])._optimizer("nadam", plain.model, 1e-4, 0.0, 2.0)
     assert opt.defaults["weight_decay"] == 2.0 and opt.defaults["decoupled_weight_decay"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no CUDA device is")
 def test_a_missing_cuda_device_is_named_as_asked():
-    from serdistill.errors import ConfigError
-    from serdistill.training import resolve_device
+    from serdistill.base.errors import ConfigError
+    from serdistill.method.training import resolve_device
 
     with pytest.raises(ConfigError, match=r"asks for 'cuda:1', but torch .* sees no CUDA device: set device = 'cpu'"):
         resolve_device("cuda:1")
