@@ -46,9 +46,10 @@ demo: venv
 	@$(PY) -c "import pandas as pd, os; t = pd.read_csv('$(DEMO_DIR)/predictions.csv'); t['file'] = t['file'].map(os.path.basename); print('Held-out (test) files: prediction, its label and the students\' std'); print(t.iloc[::23][['file', 'arousal', 'arousal_label', 'arousal_std', 'valence', 'valence_label', 'dominance', 'dominance_label']].round(2).to_string(index=False))"
 	$(SD) experiment $(DEMO_DIR)/emodb.csv --config $(DEMO_CONFIG) --features $(DEMO_DIR)/features.parquet -o $(DEMO_DIR)/run
 
-# lint (ruff, pyproject.toml's rules), types (mypy) and the docstrings' examples of src/, then the tests
+# lint and format (ruff, pyproject.toml's rules), types (mypy) and the docstrings' examples of src/, then the tests
 test: venv
 	$(PY) -m ruff check src
+	$(PY) -m ruff format --check src
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules src/serdistill
 	$(PY) -m pytest -q

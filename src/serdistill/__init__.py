@@ -5,6 +5,7 @@ The modules sit in one folder per layer (docs/architecture.md): ``base``, ``data
 name from before the layer folders: ``serdistill.ensemble`` is ``serdistill.method.ensemble``
 (the same module object), so ``from serdistill.ensemble import TSModel`` keeps working.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,10 +26,31 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 #: Each layer's modules (and packages), bottom up; ``tests/unit/test_architecture.py`` holds them to it.
 LAYERS = {
     "base": ("errors", "io", "lifecycle", "events"),
-    "data": ("manifest", "corpora", "audio", "segments", "features", "cache", "feature_table", "storage",
-             "feature_rows", "dataset", "normalise"),
-    "method": ("config", "metrics", "models", "torch_state", "training", "stacked", "mc_dropout", "reference",
-               "health", "ensemble"),
+    "data": (
+        "manifest",
+        "corpora",
+        "audio",
+        "segments",
+        "features",
+        "cache",
+        "feature_table",
+        "storage",
+        "feature_rows",
+        "dataset",
+        "normalise",
+    ),
+    "method": (
+        "config",
+        "metrics",
+        "models",
+        "torch_state",
+        "training",
+        "stacked",
+        "mc_dropout",
+        "reference",
+        "health",
+        "ensemble",
+    ),
     "study": ("settings", "analysis", "experiment", "results", "stats", "findings", "report", "render", "plots"),
     "deploy": ("bundle", "export", "serve", "web"),
     "runtime": ("engine", "cli"),
@@ -47,7 +69,7 @@ class _ShortNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         head = ".".join(spec.name.split(".")[:2])
-        module = importlib.import_module(_HOMES[head] + spec.name[len(head):])
+        module = importlib.import_module(_HOMES[head] + spec.name[len(head) :])
         self._spec = module.__spec__  # the import system is about to set the alias's spec: restored below
         return module
 

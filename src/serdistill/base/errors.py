@@ -3,6 +3,7 @@
 Messages follow one shape: what was received, what was expected, and what to do,
 naming the file or value at fault.
 """
+
 from __future__ import annotations
 
 

@@ -14,6 +14,7 @@ Examples:
     [{'epoch': 1}]
     >>> report({"epoch": 2})  # nobody listening: dropped
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator

@@ -1,4 +1,5 @@
 """Small I/O helpers: atomic writes, so a failed or interrupted run never leaves half a file."""
+
 from __future__ import annotations
 
 import contextlib
@@ -80,8 +81,14 @@ def installed_versions(*names: str) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
 
-    found = {"serdistill": __version__, "python": platform.python_version(), "torch": torch.__version__,
-             "numpy": np.__version__, "opensmile": version("opensmile"), "platform": platform.platform()}
+    found = {
+        "serdistill": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "opensmile": version("opensmile"),
+        "platform": platform.platform(),
+    }
     return {**found, **{name: version(name) for name in names if name not in found}}
 
 

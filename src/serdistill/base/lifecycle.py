@@ -18,6 +18,7 @@ Examples:
     ...     2, initializer=exit_with_parent,
     ...     initargs=(threading.current_thread() is threading.main_thread(),))
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -20,6 +20,7 @@ Checks, in order (``kind``: meaning):
   checked: noise or music at speech level passes.
 - ``nonfinite_features``: openSMILE returned NaN or infinite values.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,11 +108,13 @@ def read_audio(path: str, *, sampling_rate: int = SAMPLING_RATE) -> Audio:
         raise RejectedAudio(unreadable(path, err)) from err
     if not np.isfinite(data).all():
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-        raise RejectedAudio(Rejection(
-            path,
-            f"got {bad} NaN or infinite sample(s); expected finite audio; re-export the file",
-            "nonfinite_samples",
-        ))
+        raise RejectedAudio(
+            Rejection(
+                path,
+                f"got {bad} NaN or infinite sample(s); expected finite audio; re-export the file",
+                "nonfinite_samples",
+            )
+        )
     frames = len(data)
     declared = _declared_wav_frames(path)  # libsndfile shortens a cut WAV without a word
     if declared is None:  # other formats: the header's count, an estimate for some MP3s

@@ -23,6 +23,7 @@ parent process as results arrive, so parallel workers never write, an interrupte
 keeps every finished file, and a reader never sees half an entry. Only accepted features
 are stored, never rejections.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -116,8 +117,11 @@ class FeatureCache:
         head = len(_MAGIC) + _HASH_BYTES
         payload = data[head:]
         if len(data) != self._size or data[: len(_MAGIC)] != _MAGIC or data[len(_MAGIC) : head] != _tag(digest, payload):
-            logger.warning("Cache entry %s does not match its checksum (damaged or changed since it was written); "
-                           "extracting the file again.", path)
+            logger.warning(
+                "Cache entry %s does not match its checksum (damaged or changed since it was written); "
+                "extracting the file again.",
+                path,
+            )
             return None
         entry = np.frombuffer(payload, dtype="<f4")
         if not np.isfinite(entry).all():  # pragma: no cover - the checksum covers what put() wrote
@@ -125,8 +129,7 @@ class FeatureCache:
             return None
         return entry[: self.dim], float(entry[self.dim]), float(entry[self.dim + 1]), float(entry[self.dim + 2])
 
-    def put(self, digest: str, features: np.ndarray, duration: float, declared_duration: float,
-            level: float) -> None:
+    def put(self, digest: str, features: np.ndarray, duration: float, declared_duration: float, level: float) -> None:
         """Store one entry atomically."""
         entry = np.empty(self.dim + _EXTRA, dtype="<f4")
         entry[: self.dim] = features

@@ -17,6 +17,7 @@ Examples:
     >>> X.shape, y.shape, int(np.isnan(y).sum())
     ((2, 2), (2, 3), 1)
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,8 +81,9 @@ class Dataset:
     def has(self, split: str) -> bool:
         return bool(self.mask(split).any())
 
-    def arrays(self, split: str, *, attributes: Sequence[str] = ATTRIBUTES,
-               normaliser: Normaliser | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(
+        self, split: str, *, attributes: Sequence[str] = ATTRIBUTES, normaliser: Normaliser | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Features (n, d) and labels (n, A; NaN = unlabelled) of one split.
 
         Raises:
@@ -111,8 +113,10 @@ class Dataset:
     def normaliser(self, *, clip: float | None = 10.0) -> Normaliser:
         """A :class:`Normaliser` fitted on the train split only."""
         if not self.has("train"):
-            raise ManifestError(f"{self._where()} has no train files with features; the normaliser "
-                                "is fitted on the train split. Add a train split.")
+            raise ManifestError(
+                f"{self._where()} has no train files with features; the normaliser "
+                "is fitted on the train split. Add a train split."
+            )
         return Normaliser(clip=clip).fit(self.X, rows=np.flatnonzero(self.mask("train")))
 
     def split_counts(self) -> dict[str, int]:
@@ -120,7 +124,6 @@ class Dataset:
 
     def _where(self) -> str:
         return f"manifest {self.manifest.path}" if self.manifest.path else "the manifest"
-
 
 
 def guess_feature_set(dim: int) -> str:
@@ -132,12 +135,21 @@ def guess_feature_set(dim: int) -> str:
     """
     return {6373: "ComParE_2016", 88: "eGeMAPSv02"}.get(int(dim), f"{dim} features")
 
-def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = None,
-                 feature_set: str = "compare", cache_dir: PathLike | None = None,
-                 workers: int = 1, verbose: bool = True, require_train: bool = True,
-                 engine: Any = None, on_disk: bool | None = None,
-                 label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE,
-                 out_of_range: str = "error") -> Dataset:
+
+def load_dataset(
+    manifest: Manifest | PathLike,
+    *,
+    features: PathLike | None = None,
+    feature_set: str = "compare",
+    cache_dir: PathLike | None = None,
+    workers: int = 1,
+    verbose: bool = True,
+    require_train: bool = True,
+    engine: Any = None,
+    on_disk: bool | None = None,
+    label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE,
+    out_of_range: str = "error",
+) -> Dataset:
     """The features of a manifest's files: read from ``features`` or extracted (cached).
 
     Args:
@@ -166,8 +178,7 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
     from serdistill.data.features import FeatureExtractor, feature_settings
 
     if not isinstance(manifest, Manifest):
-        manifest = read_manifest(manifest, require_train=require_train, label_range=label_range,
-                                 out_of_range=out_of_range)
+        manifest = read_manifest(manifest, require_train=require_train, label_range=label_range, out_of_range=out_of_range)
     if features is not None:
         try:
             stream = ParquetFeatures(features)
@@ -184,11 +195,12 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
             from serdistill.data.features import extract_files_with_engine
 
             table, rejected, _ = extract_files_with_engine(
-                manifest.files, engine, feature_set=feature_set, cache_dir=cache_dir or default_cache_dir(),
-                verbose=verbose)
+                manifest.files, engine, feature_set=feature_set, cache_dir=cache_dir or default_cache_dir(), verbose=verbose
+            )
         else:
-            extractor = FeatureExtractor(feature_set, cache_dir=cache_dir or default_cache_dir(),
-                                         num_workers=workers, verbose=verbose)
+            extractor = FeatureExtractor(
+                feature_set, cache_dir=cache_dir or default_cache_dir(), num_workers=workers, verbose=verbose
+            )
             table = extractor.process_files(manifest.files)
             rejected = extractor.rejected
         for rejection in rejected[:10]:
@@ -202,10 +214,12 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
         bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
-        raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
-                           f"{', '.join(bad[:3])}; extract them again.")
-    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path,
-                    label_range=manifest.label_range)
+        raise FeatureError(
+            f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. {', '.join(bad[:3])}; extract them again."
+        )
+    kept = Manifest(
+        table=manifest.table[present].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range
+    )
     settings = dict(table.attrs.get("serdistill") or {})
     name = settings.get("feature_set")
     if name is None:
@@ -213,8 +227,14 @@ def load_dataset(manifest: Manifest | PathLike, *, features: PathLike | None = N
         if features is None:
             settings = feature_settings(feature_set)
             name = settings["feature_set"]
-    return Dataset(kept, np.ascontiguousarray(X), feature_set=name, settings=settings,
-                   feature_names=[str(c) for c in table.columns], dropped=dropped)
+    return Dataset(
+        kept,
+        np.ascontiguousarray(X),
+        feature_set=name,
+        settings=settings,
+        feature_names=[str(c) for c in table.columns],
+        dropped=dropped,
+    )
 
 
 def _present(manifest: Manifest, positions: np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
@@ -226,8 +246,13 @@ def _present(manifest: Manifest, positions: np.ndarray, source: str) -> tuple[np
     present = positions >= 0
     dropped = [f for f, ok in zip(manifest.files, present) if not ok]
     if dropped:
-        logger.warning("%d of %d file(s) have no features (from %s) and are left out, e.g. %s",
-                       len(dropped), len(manifest), source, ", ".join(dropped[:3]))
+        logger.warning(
+            "%d of %d file(s) have no features (from %s) and are left out, e.g. %s",
+            len(dropped),
+            len(manifest),
+            source,
+            ", ".join(dropped[:3]),
+        )
     if not present.any():
         raise FeatureError(
             f"None of the {len(manifest)} files of {manifest.path or 'the manifest'} has features in {source}; "
@@ -253,27 +278,34 @@ def _load_parquet(manifest: Manifest, stream: Any, on_disk: bool | None) -> Data
         try:
             X = disk_matrix(shape, directories=(stream.path.absolute().parent, None))
         except OSError as err:
-            logger.warning("Could not hold the %d x %d feature matrix on disk (%s); reading it into memory.",
-                           shape[0], shape[1], err)
+            logger.warning(
+                "Could not hold the %d x %d feature matrix on disk (%s); reading it into memory.", shape[0], shape[1], err
+            )
     if X is None:
         X = np.empty(shape, dtype=np.float32)
     finite = stream.read_rows(rows, X)
     if not finite.all():
         bad = [f for f, ok in zip(np.asarray(manifest.files)[present], finite) if not ok]
-        raise FeatureError(f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. "
-                           f"{', '.join(bad[:3])}; extract them again.")
-    kept = Manifest(table=manifest.table[present].reset_index(drop=True), path=manifest.path,
-                    label_range=manifest.label_range)
+        raise FeatureError(
+            f"{len(bad)} file(s) have NaN or infinite features in {source}, e.g. {', '.join(bad[:3])}; extract them again."
+        )
+    kept = Manifest(
+        table=manifest.table[present].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range
+    )
     settings = dict(stream.settings or {})
     name = settings.get("feature_set")
     if name is None:
         name = guess_feature_set(X.shape[1])
-    return Dataset(kept, X, feature_set=name, settings=settings, feature_names=[str(c) for c in stream.names],
-                   dropped=dropped)
+    return Dataset(
+        kept, X, feature_set=name, settings=settings, feature_names=[str(c) for c in stream.names], dropped=dropped
+    )
 
 
 def describe_features(data: Dataset) -> dict[str, Any]:
     """The feature-set description a bundle stores: name, dimension, settings, names."""
-    return {"feature_set": data.feature_set, "dim": int(data.X.shape[1]),
-            "settings": data.settings, "names": data.feature_names}
-
+    return {
+        "feature_set": data.feature_set,
+        "dim": int(data.X.shape[1]),
+        "settings": data.settings,
+        "names": data.feature_names,
+    }

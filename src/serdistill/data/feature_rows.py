@@ -23,6 +23,7 @@ Examples:
     >>> [(start, tuple(block.shape)) for start, block in rows.blocks(3)]
     [(0, (3, 3)), (3, (1, 3))]
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -107,9 +108,17 @@ class FeatureRows:
         """
         if not self._reader:
             X = self.array
-            self._reader.append(row_reader(X) if (  # on disk: random rows with pread, not through the mapping
-                isinstance(X, np.ndarray) and self.tensor.device.type == "cpu" and X.size
-                and self.tensor.data_ptr() == X.__array_interface__["data"][0]) else None)
+            self._reader.append(
+                row_reader(X)
+                # on disk: random rows with pread, not through the mapping
+                if (
+                    isinstance(X, np.ndarray)
+                    and self.tensor.device.type == "cpu"
+                    and X.size
+                    and self.tensor.data_ptr() == X.__array_interface__["data"][0]
+                )
+                else None
+            )
         read = self._reader[0]
         if read is None:
             return torch.index_select(self.tensor, 0, index, out=out)
@@ -123,7 +132,7 @@ class FeatureRows:
         row_bytes = self.width * 4
         step = self._pages.chunk(size, row_bytes)
         for first in range(start, stop, step):
-            block = self.tensor[first:min(first + step, stop)]
+            block = self.tensor[first : min(first + step, stop)]
             yield first, block
             self._pages.read(len(block) * row_bytes)
 

@@ -5,6 +5,7 @@ A feature table is a float32 ``DataFrame`` indexed by absolute file path (index 
 returns. On disk it is a Parquet file with the index as the column ``file`` and the feature
 settings in the schema metadata (key ``serdistill``).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,6 @@ from serdistill.data.manifest import Manifest
 logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 _SHOWN = 10
-
 
 
 def rejections_path(output: PathLike) -> Path:
@@ -120,8 +120,9 @@ class ParquetFeatures:
 
         path = Path(path)
         if not path.is_file():
-            raise FeatureError(f"Feature file {path} does not exist. "
-                               f"Create it with 'serdistill extract MANIFEST -o {path}'.")
+            raise FeatureError(
+                f"Feature file {path} does not exist. Create it with 'serdistill extract MANIFEST -o {path}'."
+            )
         try:
             self._file = pq.ParquetFile(path)
             schema = self._file.schema_arrow
@@ -173,19 +174,20 @@ class ParquetFeatures:
                 step = max(1, CHUNK_BYTES // (4 * max(size, 1)))
                 lo, hi = int(wanted.min()), int(wanted.max()) + 1
                 for c0 in range(0, len(self.names), step):
-                    names = self.names[c0:c0 + step]
+                    names = self.names[c0 : c0 + step]
                     try:
                         table = self._file.read_row_group(group, columns=names)
                     except Exception as err:  # pyarrow raises several types for a damaged file
-                        raise FeatureError(f"Feature file {self.path} is not a readable Parquet file ({err}); "
-                                           "extract it again.") from err
+                        raise FeatureError(
+                            f"Feature file {self.path} is not a readable Parquet file ({err}); extract it again."
+                        ) from err
                     block = np.empty((size, len(names)), dtype=np.float32)
                     for j, column in enumerate(table.columns):
                         block[:, j] = column.to_numpy()
                     del table
                     block = block[source]
                     finite[wanted] &= np.isfinite(block).all(axis=1)
-                    out[wanted, c0:c0 + len(names)] = block
+                    out[wanted, c0 : c0 + len(names)] = block
                     del block
                     release_rows(out, lo, hi)
             start += size
@@ -208,9 +210,11 @@ def features_for(
         FeatureError: naming the files that have no features (rejected or never
             extracted), or holding non-finite values.
     """
-    files = manifest.files if isinstance(manifest, Manifest) else [
-        os.path.normpath(os.path.abspath(os.fspath(f))) for f in manifest
-    ]
+    files = (
+        manifest.files
+        if isinstance(manifest, Manifest)
+        else [os.path.normpath(os.path.abspath(os.fspath(f))) for f in manifest]
+    )
     if table.index.has_duplicates:
         table = table[~table.index.duplicated(keep="first")]
     positions = table.index.get_indexer(files)
@@ -238,6 +242,7 @@ def with_features(manifest: Manifest, table: pd.DataFrame) -> Manifest:
     """The rows of ``manifest`` whose file has features in ``table`` (order kept); logs the rest."""
     keep = manifest.table["file"].isin(table.index)
     if not keep.all():
-        logger.warning("Leaving out %d of %d file(s) that have no features (rejected or not extracted).",
-                       int((~keep).sum()), len(keep))
+        logger.warning(
+            "Leaving out %d of %d file(s) that have no features (rejected or not extracted).", int((~keep).sum()), len(keep)
+        )
     return Manifest(table=manifest.table[keep].reset_index(drop=True), path=manifest.path, label_range=manifest.label_range)

@@ -13,6 +13,7 @@ one row per accepted file in input order, one column per feature. Rejected files
 left out, listed in ``extractor.rejected``, and logged; :func:`features_for` then names
 them if anyone asks for their features. See docs/features.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,10 +67,22 @@ from serdistill.data.feature_table import (
 from serdistill.data.manifest import Manifest, read_manifest
 
 __all__ = [
-    "ExtractionResult", "ExtractionStats", "FeatureError", "FeatureExtractor", "FeatureSet",
-    "Rejection", "default_cache_dir", "extract_files_with_engine", "extract_manifest", "feature_dim",
+    "ExtractionResult",
+    "ExtractionStats",
+    "FeatureError",
+    "FeatureExtractor",
+    "FeatureSet",
+    "Rejection",
+    "default_cache_dir",
+    "extract_files_with_engine",
+    "extract_manifest",
+    "feature_dim",
     "feature_names",
-    "features_for", "read_features", "rejections_path", "with_features", "write_features",
+    "features_for",
+    "read_features",
+    "rejections_path",
+    "with_features",
+    "write_features",
     "write_rejections",
 ]
 
@@ -99,8 +112,10 @@ class FeatureSet(str, enum.Enum):
 
 
 _ALIASES = {
-    "compare": FeatureSet.ComParE_2016, "compare_2016": FeatureSet.ComParE_2016,
-    "egemaps": FeatureSet.eGeMAPSv02, "egemapsv02": FeatureSet.eGeMAPSv02,
+    "compare": FeatureSet.ComParE_2016,
+    "compare_2016": FeatureSet.ComParE_2016,
+    "egemaps": FeatureSet.eGeMAPSv02,
+    "egemapsv02": FeatureSet.eGeMAPSv02,
 }
 _DIMS = {FeatureSet.ComParE_2016: 6373, FeatureSet.eGeMAPSv02: 88}
 
@@ -110,8 +125,7 @@ def _feature_set(value: FeatureSet | str) -> FeatureSet:
         return FeatureSet(value)
     except ValueError:
         raise ConfigError(
-            f"The feature set must be one of {', '.join(m.value for m in FeatureSet)} "
-            f"(or compare, egemaps); got {value!r}."
+            f"The feature set must be one of {', '.join(m.value for m in FeatureSet)} (or compare, egemaps); got {value!r}."
         ) from None
 
 
@@ -183,8 +197,9 @@ class _Outcome:
 class _Engine:
     """One openSMILE instance and the checks; built once per process."""
 
-    def __init__(self, feature_set: FeatureSet, min_duration: float, allow_truncated: bool,
-                 min_level: float | None = MIN_LEVEL) -> None:
+    def __init__(
+        self, feature_set: FeatureSet, min_duration: float, allow_truncated: bool, min_level: float | None = MIN_LEVEL
+    ) -> None:
         self.smile = _smile(feature_set)
         self.min_duration = min_duration
         self.allow_truncated = allow_truncated
@@ -202,9 +217,11 @@ class _Engine:
             return _Outcome(None, 0.0, 0.0, err.rejection)
         duration, declared = audio.duration, audio.declared_duration
         level = speech_level(audio.signal)
-        rejection = check_audio(
-            file, duration, declared, min_duration=self.min_duration, allow_truncated=self.allow_truncated
-        ) or check_signal(file, audio.signal) or check_level(file, level, self.min_level)
+        rejection = (
+            check_audio(file, duration, declared, min_duration=self.min_duration, allow_truncated=self.allow_truncated)
+            or check_signal(file, audio.signal)
+            or check_level(file, level, self.min_level)
+        )
         if rejection is not None:
             return _Outcome(None, duration, declared, rejection, level)
         try:
@@ -214,7 +231,6 @@ class _Engine:
             return _Outcome(None, duration, declared, Rejection(file, reason, "failed"), level)
         rejection = check_features(file, features)
         return _Outcome(None if rejection else features, duration, declared, rejection, level)
-
 
     def process_segment(self, file: str, start: float, end: float) -> _Outcome:
         """Features of the stretch ``start..end`` (seconds) of ``file``, read and checked on its own."""
@@ -226,8 +242,11 @@ class _Engine:
             return _Outcome(None, 0.0, 0.0, unreadable(file, err))
         duration = len(signal) / SAMPLING_RATE
         level = speech_level(signal)
-        rejection = check_audio(file, duration, duration, min_duration=self.min_duration, allow_truncated=True
-                                ) or check_signal(file, signal) or check_level(file, level, self.min_level)
+        rejection = (
+            check_audio(file, duration, duration, min_duration=self.min_duration, allow_truncated=True)
+            or check_signal(file, signal)
+            or check_level(file, level, self.min_level)
+        )
         if rejection is not None:
             return _Outcome(None, duration, duration, rejection, level)
         try:
@@ -242,8 +261,9 @@ class _Engine:
 _WORKER: _Engine | None = None
 
 
-def _init_worker(feature_set: FeatureSet, min_duration: float, allow_truncated: bool, min_level: float | None,
-                 main_thread: bool = False) -> None:
+def _init_worker(
+    feature_set: FeatureSet, min_duration: float, allow_truncated: bool, min_level: float | None, main_thread: bool = False
+) -> None:
     global _WORKER
     exit_with_parent(main_thread)  # no orphan left working when the parent is killed
     signals.signal(signals.SIGINT, signals.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -327,8 +347,7 @@ class FeatureExtractor:
             raise ConfigError(f"on_error must be 'skip' or 'raise'; got {self.on_error!r}.")
         if not (isinstance(self.min_duration, (int, float)) and 0 <= self.min_duration < math.inf):
             raise ConfigError(f"min_duration must be a number of seconds >= 0; got {self.min_duration!r}.")
-        if self.min_level is not None and not (isinstance(self.min_level, (int, float))
-                                               and -math.inf < self.min_level <= 0):
+        if self.min_level is not None and not (isinstance(self.min_level, (int, float)) and -math.inf < self.min_level <= 0):
             raise ConfigError(f"min_level must be a level in dBFS <= 0 (e.g. -60), or None; got {self.min_level!r}.")
         return feature_set
 
@@ -349,8 +368,15 @@ class FeatureExtractor:
         workers = min(self.num_workers, max(1, len(tasks) // 2))
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(tasks), unit="segment", desc=feature_set.value, mininterval=0.5,
-                  disable=not self.verbose, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(tasks),
+            unit="segment",
+            desc=feature_set.value,
+            mininterval=0.5,
+            disable=not self.verbose,
+            dynamic_ncols=True,
+        ) as bar:
+
             def receive(results: list[tuple[int, _Outcome]]) -> None:
                 for i, outcome in results:
                     if outcome.rejection is None:
@@ -411,7 +437,10 @@ class _Run:
 
     def stats(self) -> ExtractionStats:
         return ExtractionStats(
-            files=len(self.paths), extracted=self.extracted, cached=self.cached, rejected=len(self.rejected),
+            files=len(self.paths),
+            extracted=self.extracted,
+            cached=self.cached,
+            rejected=len(self.rejected),
             audio_seconds=float(self.durations[self.accepted].sum()),
             seconds=time.perf_counter() - self.start,
         )
@@ -422,17 +451,29 @@ class _Run:
 
         verbose = self.owner.verbose
         with logging_redirect_tqdm() if verbose else _nothing():
-            with tqdm(self.paths, desc="hashing", unit="file", leave=False, mininterval=0.5,
-                      disable=not verbose or self.cache is None) as hashing:
+            with tqdm(
+                self.paths,
+                desc="hashing",
+                unit="file",
+                leave=False,
+                mininterval=0.5,
+                disable=not verbose or self.cache is None,
+            ) as hashing:
                 jobs = self._lookup(hashing)
             workers = min(self.owner.num_workers, len(jobs))
             pool = _pool(self.feature_set, self.owner, workers) if workers > 1 else None
             try:
                 # Submitting forks the workers: do it before the progress bar starts its thread.
                 futures = self._submit(pool, jobs, workers) if pool is not None else []
-                self.bar = tqdm(total=len(self.paths), initial=self.cached + len(self.rejected), unit="file",
-                                desc=self.feature_set.value, mininterval=0.5, disable=not verbose,
-                                dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=len(self.paths),
+                    initial=self.cached + len(self.rejected),
+                    unit="file",
+                    desc=self.feature_set.value,
+                    mininterval=0.5,
+                    disable=not verbose,
+                    dynamic_ncols=True,
+                )
                 with self.bar:
                     if pool is None:
                         self._sequential(jobs)
@@ -463,9 +504,15 @@ class _Run:
                 todo.setdefault(digest, []).append(i)
                 continue
             features, duration, declared, level = hit
-            rejection = check_audio(path, duration, declared, min_duration=self.owner.min_duration,
-                                    allow_truncated=self.owner.allow_truncated, level=level,
-                                    min_level=self.owner.min_level)
+            rejection = check_audio(
+                path,
+                duration,
+                declared,
+                min_duration=self.owner.min_duration,
+                allow_truncated=self.owner.allow_truncated,
+                level=level,
+                min_level=self.owner.min_level,
+            )
             if rejection is not None:
                 self._reject(i, rejection)
                 continue
@@ -505,8 +552,9 @@ class _Run:
 
     def _keep(self, indices: list[int], features: np.ndarray, duration: float, declared: float) -> None:
         if declared > duration:  # only reaches here when allow_truncated
-            logger.warning("Using truncated file %s: %.3f s present, header declares %.3f s",
-                           self.paths[indices[0]], duration, declared)
+            logger.warning(
+                "Using truncated file %s: %.3f s present, header declares %.3f s", self.paths[indices[0]], duration, declared
+            )
         self.values[indices] = features
         self.accepted[indices] = True
         self.durations[indices] = duration
@@ -539,8 +587,7 @@ def _pool(feature_set: FeatureSet, owner: FeatureExtractor, workers: int) -> Pro
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_init_worker,
-        initargs=(feature_set, owner.min_duration, owner.allow_truncated, owner.min_level,
-                  started_on_main_thread()),
+        initargs=(feature_set, owner.min_duration, owner.allow_truncated, owner.min_level, started_on_main_thread()),
     )
 
 
@@ -612,8 +659,9 @@ def extract_manifest(
 ENGINE_CHUNK = 64
 
 
-def _extract_chunk(files: list[str], *, settings: dict) -> tuple[pd.DataFrame | None, list[Rejection],
-                                                                ExtractionStats | None]:
+def _extract_chunk(
+    files: list[str], *, settings: dict
+) -> tuple[pd.DataFrame | None, list[Rejection], ExtractionStats | None]:
     """One task of :func:`extract_files_with_engine`: the table, rejections and stats of ``files``."""
     extractor = FeatureExtractor(**settings, num_workers=1, verbose=False)
     try:
@@ -623,8 +671,9 @@ def _extract_chunk(files: list[str], *, settings: dict) -> tuple[pd.DataFrame | 
     return table, extractor.rejected, extractor.stats
 
 
-def extract_files_with_engine(files: Iterable[PathLike], engine, *, chunk_size: int = ENGINE_CHUNK,
-                              **kwargs: object) -> tuple[pd.DataFrame, list[Rejection], ExtractionStats]:
+def extract_files_with_engine(
+    files: Iterable[PathLike], engine, *, chunk_size: int = ENGINE_CHUNK, **kwargs: object
+) -> tuple[pd.DataFrame, list[Rejection], ExtractionStats]:
     """Extract ``files`` in chunks, one engine task per chunk; identical to :class:`FeatureExtractor`.
 
     Each task runs a :class:`FeatureExtractor` with the same settings (and the same cache
@@ -655,9 +704,14 @@ def extract_files_with_engine(files: Iterable[PathLike], engine, *, chunk_size: 
         settings["cache_dir"] = absolute(os.path.expanduser(os.fspath(settings["cache_dir"])))  # type: ignore[call-overload]
     cwd = working_folder()
     paths = [absolute(f, cwd) for f in files]
-    chunks = [paths[k:k + chunk_size] for k in range(0, len(paths), chunk_size)]
-    parts = engine.map(_extract_chunk, chunks, shared={"settings": settings}, num_cpus=1,
-                       desc=f"{feature_set.value} ({len(paths)} files)" if verbose else None)
+    chunks = [paths[k : k + chunk_size] for k in range(0, len(paths), chunk_size)]
+    parts = engine.map(
+        _extract_chunk,
+        chunks,
+        shared={"settings": settings},
+        num_cpus=1,
+        desc=f"{feature_set.value} ({len(paths)} files)" if verbose else None,
+    )
     rejected: list[Rejection] = []
     for table, rejections, _ in parts:
         for rejection in rejections:
@@ -669,11 +723,21 @@ def extract_files_with_engine(files: Iterable[PathLike], engine, *, chunk_size: 
     if tables:
         table = pd.concat(tables) if len(tables) > 1 else tables[0]
     else:
-        table = pd.DataFrame(np.empty((0, feature_set.dim), np.float32), columns=feature_names(feature_set),
-                             index=pd.Index([], name="file"))
+        table = pd.DataFrame(
+            np.empty((0, feature_set.dim), np.float32), columns=feature_names(feature_set), index=pd.Index([], name="file")
+        )
     table.attrs["serdistill"] = feature_settings(feature_set)
     stats = [s for _, _, s in parts]
     durations = sum(s.audio_seconds for s in stats)
-    return table, rejected, ExtractionStats(
-        files=len(paths), extracted=sum(s.extracted for s in stats), cached=sum(s.cached for s in stats),
-        rejected=len(rejected), audio_seconds=durations, seconds=time.perf_counter() - tic)
+    return (
+        table,
+        rejected,
+        ExtractionStats(
+            files=len(paths),
+            extracted=sum(s.extracted for s in stats),
+            cached=sum(s.cached for s in stats),
+            rejected=len(rejected),
+            audio_seconds=durations,
+            seconds=time.perf_counter() - tic,
+        ),
+    )

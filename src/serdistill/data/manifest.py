@@ -13,6 +13,7 @@ A label outside it is an error naming the file and the value (``out_of_range="er
 or, when asked, a warning (``"warn"``) or a warning and the value clipped onto the scale
 (``"clip"``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,13 @@ class Manifest:
         ``label_range`` and ``out_of_range``: as for :func:`read_manifest`.
         """
         table = validate(
-            frame, base=base, check_files=check_files, require_train=require_train, source=source,
-            label_range=label_range, out_of_range=out_of_range,
+            frame,
+            base=base,
+            check_files=check_files,
+            require_train=require_train,
+            source=source,
+            label_range=label_range,
+            out_of_range=out_of_range,
         )
         return cls(table=table, label_range=_range(label_range))
 
@@ -119,8 +125,12 @@ class Manifest:
 
 
 def read_manifest(
-    path: str | os.PathLike[str], *, check_files: bool = True, require_train: bool = True,
-    label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE, out_of_range: str = "error",
+    path: str | os.PathLike[str],
+    *,
+    check_files: bool = True,
+    require_train: bool = True,
+    label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE,
+    out_of_range: str = "error",
 ) -> Manifest:
     """Read and validate a manifest CSV.
 
@@ -137,12 +147,14 @@ def read_manifest(
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(
-            f"Manifest {path} does not exist. Create one with 'serdistill corpus NAME ROOT -o {path}'."
-        )
+        raise ManifestError(f"Manifest {path} does not exist. Create one with 'serdistill corpus NAME ROOT -o {path}'.")
     try:
-        frame = pd.read_csv(path, dtype={"file": str, "speaker": str, "split": str}, keep_default_na=False,
-                            na_values={a: ["", "NA", "NaN", "nan"] for a in ATTRIBUTES})
+        frame = pd.read_csv(
+            path,
+            dtype={"file": str, "speaker": str, "split": str},
+            keep_default_na=False,
+            na_values={a: ["", "NA", "NaN", "nan"] for a in ATTRIBUTES},
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"Manifest {path} is not a readable CSV ({err}).") from err
     table = validate(
@@ -222,9 +234,7 @@ def validate(
     duplicated = named[named.duplicated(keep="first")]
     if len(duplicated):
         shown = ", ".join(sorted(set(duplicated))[:_SHOWN])
-        problems.append(
-            f"{len(duplicated)} file(s) are listed more than once: {shown}. List each file once."
-        )
+        problems.append(f"{len(duplicated)} file(s) are listed more than once: {shown}. List each file once.")
 
     if check_files:
         absent = [f for f in named if not os.path.isfile(f)]
@@ -277,8 +287,9 @@ def _range(label_range: tuple[float, float] | None) -> tuple[float, float] | Non
     return (low, high)
 
 
-def _check_range(table: pd.DataFrame, attribute: str, label_range: tuple[float, float], policy: str,
-                 source: str) -> list[str]:
+def _check_range(
+    table: pd.DataFrame, attribute: str, label_range: tuple[float, float], policy: str, source: str
+) -> list[str]:
     """Apply ``policy`` to the labels of ``attribute`` outside ``label_range``; the problems to report."""
     low, high = label_range
     values = table[attribute].to_numpy(dtype=float)
@@ -290,8 +301,10 @@ def _check_range(table: pd.DataFrame, attribute: str, label_range: tuple[float, 
     more = ", ..." if len(outside) > _SHOWN else ""
     what = f"{len(outside)} {attribute} label(s) are outside the scale {low:g}..{high:g}: {shown}{more}"
     if policy == "error":
-        return [f"{what}. Fix them; or declare the scale the labels are on (--label-range LO,HI); or keep "
-                "them with --out-of-range warn, or clip them onto the scale with --out-of-range clip."]
+        return [
+            f"{what}. Fix them; or declare the scale the labels are on (--label-range LO,HI); or keep "
+            "them with --out-of-range warn, or clip them onto the scale with --out-of-range clip."
+        ]
     if policy == "clip":
         table[attribute] = np.clip(values, low, high)
         logger.warning("%s: %s; clipped onto the scale.", _cap(source), what)

@@ -1,11 +1,12 @@
 """z-score normalisation fitted on the training partition only.
 
-    >>> import numpy as np
-    >>> normaliser = Normaliser().fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
-    >>> normaliser.transform(np.array([[2.0, 9.0], [5.0, 5.0]]))
-    array([[0., 0.],
-           [3., 0.]], dtype=float32)
+>>> import numpy as np
+>>> normaliser = Normaliser().fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
+>>> normaliser.transform(np.array([[2.0, 9.0], [5.0, 5.0]]))
+array([[0., 0.],
+       [3., 0.]], dtype=float32)
 """
+
 from __future__ import annotations
 
 import math
@@ -192,16 +193,13 @@ def _blocks(values: np.ndarray, rows: np.ndarray | None = None):
     return row_blocks(values, rows, _ROWS)
 
 
-def _check_finite(values: np.ndarray, names: Sequence[str] | None, what: str,
-                  rows: np.ndarray | None = None) -> None:
+def _check_finite(values: np.ndarray, names: Sequence[str] | None, what: str, rows: np.ndarray | None = None) -> None:
     bad_counts = np.zeros(values.shape[1], dtype=np.int64)
     for block in _blocks(values, rows):
         bad_counts += (~np.isfinite(block)).sum(axis=0)
     columns = np.flatnonzero(bad_counts)
     if len(columns):
-        shown = ", ".join(
-            f"{names[j] if names else f'column {j}'} ({bad_counts[j]} value(s))" for j in columns[:_SHOWN]
-        )
+        shown = ", ".join(f"{names[j] if names else f'column {j}'} ({bad_counts[j]} value(s))" for j in columns[:_SHOWN])
         raise FeatureError(
             f"{len(columns)} feature(s) hold NaN or infinity in {what}: {shown}"
             f"{', ...' if len(columns) > _SHOWN else ''}; expected finite features; build the training "
@@ -210,8 +208,11 @@ def _check_finite(values: np.ndarray, names: Sequence[str] | None, what: str,
 
 
 def _check_rows_finite(values: np.ndarray, rows: np.ndarray | None = None) -> None:
-    bad_rows = [b * _ROWS + i for b, block in enumerate(_blocks(values, rows))
-                for i in np.flatnonzero(~np.isfinite(block).all(axis=1))]
+    bad_rows = [
+        b * _ROWS + i
+        for b, block in enumerate(_blocks(values, rows))
+        for i in np.flatnonzero(~np.isfinite(block).all(axis=1))
+    ]
     if bad_rows:
         raise FeatureError(
             f"{len(bad_rows)} row(s) passed to Normaliser.transform hold NaN or infinity (rows "

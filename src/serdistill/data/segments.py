@@ -18,6 +18,7 @@ Examples:
     >>> [(round(s.start, 2), round(s.end, 2)) for s in segments]  # doctest: +SKIP
     [(0.42, 3.1), (3.55, 9.8), ...]
 """
+
 from __future__ import annotations
 
 import math
@@ -71,8 +72,7 @@ class SegmentOptions:
         if not 0 < self.threshold < 1:
             raise ConfigError(f"The segment threshold must be a probability in (0, 1); got {self.threshold!r}.")
         if not 0 < self.min_seconds <= self.max_seconds:
-            raise ConfigError(f"Segment bounds need 0 < min <= max seconds; got {self.min_seconds!r}.."
-                              f"{self.max_seconds!r}.")
+            raise ConfigError(f"Segment bounds need 0 < min <= max seconds; got {self.min_seconds!r}..{self.max_seconds!r}.")
         if self.min_silence < 0 or self.min_speech < 0 or self.pad < 0:
             raise ConfigError("min_silence, min_speech and pad are seconds >= 0.")
 
@@ -92,13 +92,14 @@ class VoiceActivity:
         try:
             model = resources.files("silero_vad").joinpath("data/silero_vad.onnx")
         except ModuleNotFoundError:
-            raise ConfigError("Speech segmentation needs the silero-vad package: pip install silero-vad "
-                              "(its ONNX model ships inside the wheel).") from None
+            raise ConfigError(
+                "Speech segmentation needs the silero-vad package: pip install silero-vad "
+                "(its ONNX model ships inside the wheel)."
+            ) from None
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = options.intra_op_num_threads = 1
         with resources.as_file(model) as path:
-            self.session = onnxruntime.InferenceSession(str(path), sess_options=options,
-                                                        providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         self._rate = np.array(SAMPLING_RATE, dtype=np.int64)
         self.reset()
 
@@ -123,8 +124,9 @@ class VoiceActivity:
         return out
 
 
-def stream(path: str | os.PathLike[str], *, block_seconds: float = _BLOCK_SECONDS,
-           allow_truncated: bool = False) -> Iterator[np.ndarray]:
+def stream(
+    path: str | os.PathLike[str], *, block_seconds: float = _BLOCK_SECONDS, allow_truncated: bool = False
+) -> Iterator[np.ndarray]:
     """The file as mono float32 blocks at 16 kHz (resampled as one stream), never held whole.
 
     Raises:
@@ -162,14 +164,18 @@ def stream(path: str | os.PathLike[str], *, block_seconds: float = _BLOCK_SECOND
                 break
     declared = _declared_wav_frames(path)
     if declared is not None and declared > frames:
-        rejection = check_audio(path, frames / rate, declared / rate, min_duration=0.0,
-                                allow_truncated=allow_truncated)
+        rejection = check_audio(path, frames / rate, declared / rate, min_duration=0.0, allow_truncated=allow_truncated)
         if rejection is not None:
             raise RejectedAudio(rejection)
 
 
-def find_segments(path: str | os.PathLike[str], options: SegmentOptions | None = None,
-                  vad: VoiceActivity | None = None, *, allow_truncated: bool = False) -> list[Segment]:
+def find_segments(
+    path: str | os.PathLike[str],
+    options: SegmentOptions | None = None,
+    vad: VoiceActivity | None = None,
+    *,
+    allow_truncated: bool = False,
+) -> list[Segment]:
     """The speech segments of an audio file (see the module docstring).
 
     Raises:
@@ -185,8 +191,14 @@ def find_segments(path: str | os.PathLike[str], options: SegmentOptions | None =
     stretches = speech_stretches(probs, options)
     segments = fit_segments(stretches, duration, options)
     if not segments:
-        raise RejectedAudio(Rejection(os.fspath(path), f"got no speech in {duration:.1f} s (voice-activity "
-                                      f"detector, threshold {options.threshold:g}); expected speech", "no_speech"))
+        raise RejectedAudio(
+            Rejection(
+                os.fspath(path),
+                f"got no speech in {duration:.1f} s (voice-activity "
+                f"detector, threshold {options.threshold:g}); expected speech",
+                "no_speech",
+            )
+        )
     return segments
 
 
@@ -216,8 +228,11 @@ def speech_stretches(probs: np.ndarray, options: SegmentOptions) -> list[tuple[f
     if start is not None:
         out.append((start, len(probs) - quiet))
     total = len(probs) * step
-    return [(max(0.0, a * step - options.pad), min(total, b * step + options.pad)) for a, b in out
-            if (b - a) * step >= options.min_speech]
+    return [
+        (max(0.0, a * step - options.pad), min(total, b * step + options.pad))
+        for a, b in out
+        if (b - a) * step >= options.min_speech
+    ]
 
 
 def fit_segments(stretches: list[tuple[float, float]], duration: float, options: SegmentOptions) -> list[Segment]:
@@ -265,5 +280,15 @@ def read_segment(path: str | os.PathLike[str], segment: Segment) -> np.ndarray:
     return np.clip(signal, -1.0, 32767.0 / 32768.0).astype(np.float32, copy=False)
 
 
-__all__ = ["MAX_SECONDS", "MIN_SECONDS", "Segment", "SegmentOptions", "VoiceActivity", "find_segments",
-           "fit_segments", "read_segment", "speech_stretches", "stream"]
+__all__ = [
+    "MAX_SECONDS",
+    "MIN_SECONDS",
+    "Segment",
+    "SegmentOptions",
+    "VoiceActivity",
+    "find_segments",
+    "fit_segments",
+    "read_segment",
+    "speech_stretches",
+    "stream",
+]

@@ -16,6 +16,7 @@ Examples:
     >>> float(X.sum())
     12.0
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,9 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 
-def disk_matrix(shape: tuple[int, int], dtype: type = np.float32,
-                directories: Iterable[PathLike | None] = (None,)) -> np.ndarray:
+def disk_matrix(
+    shape: tuple[int, int], dtype: type = np.float32, directories: Iterable[PathLike | None] = (None,)
+) -> np.ndarray:
     """A zero-filled writable array of ``shape`` backed by an unlinked file in the first usable directory.
 
     ``None`` in ``directories`` stands for the system's temporary folder. The file's space
@@ -101,8 +103,8 @@ def concat_rows(parts: Iterable[np.ndarray], disk_bytes: float, rows: int = 2048
     for part in parts:
         flat = part.reshape(len(part), -1) if len(part) else part
         for start in range(0, len(part), rows):
-            block = flat[start:start + rows]
-            flat_out[at:at + len(block)] = block
+            block = flat[start : start + rows]
+            flat_out[at : at + len(block)] = block
             release_rows(flat, start, start + len(block))
             release_rows(flat_out, at, at + len(block))
             at += len(block)
@@ -131,8 +133,7 @@ def file_reference(X: np.ndarray) -> tuple[str, int] | None:
     return f"/proc/{os.getpid()}/fd/{mapping.fd}", X.__array_interface__["data"][0] - origin
 
 
-def open_reference(path: str, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
-                   dtype: str) -> np.ndarray:
+def open_reference(path: str, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: str) -> np.ndarray:
     """The array a :func:`file_reference` names: the same pages, mapped copy-on-write.
 
     Writes (none are expected) would stay in this process; reads share the page cache
@@ -191,11 +192,11 @@ def row_blocks(X: np.ndarray, rows: np.ndarray | None, size: int):
     """Blocks of ``size`` rows of ``X`` (views), or of ``X[rows]`` (copies), releasing each after use."""
     if rows is None:
         for start in range(0, len(X), size):
-            yield X[start:start + size]
+            yield X[start : start + size]
             release_rows(X, start, start + size)
     else:
         for start in range(0, len(rows), size):
-            index = rows[start:start + size]
+            index = rows[start : start + size]
             yield X[index]
             if len(index):
                 release_rows(X, int(index.min()), int(index.max()) + 1)
@@ -207,7 +208,7 @@ def take_rows(X: np.ndarray, rows: np.ndarray, size: int = 2048, *, disk_bytes: 
     rows = np.asarray(rows)
     out = large_empty((len(rows), *X.shape[1:]), disk_bytes, X.dtype.type)
     for i, block in enumerate(row_blocks(X, rows, size)):
-        out[i * size:i * size + len(block)] = block
+        out[i * size : i * size + len(block)] = block
         release_rows(out, i * size, i * size + len(block))
     return out
 

@@ -23,6 +23,7 @@ Examples:
     >>> list(table.columns)                                               # doctest: +SKIP
     ['file', 'arousal', 'valence', 'dominance', 'arousal_std', 'valence_std', 'dominance_std', 'duration']
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,8 +59,15 @@ BUNDLE_FORMAT = 1
 """Bump when the layout or the meaning of a bundle's files changes."""
 
 MODEL_FILES: tuple[str, ...] = ("model.json", "weights.pt")
-FILES: tuple[str, ...] = ("bundle.json", *MODEL_FILES, "normaliser.json", "config.toml", "features.json",
-                          "versions.json", "metrics.json")
+FILES: tuple[str, ...] = (
+    "bundle.json",
+    *MODEL_FILES,
+    "normaliser.json",
+    "config.toml",
+    "features.json",
+    "versions.json",
+    "metrics.json",
+)
 """Every file a bundle holds."""
 
 _KIND = "serdistill-bundle"
@@ -112,9 +120,15 @@ def version_differences(saved: Mapping[str, str], installed: Mapping[str, str] |
 # Saving
 
 
-def save_bundle(path: PathLike, model: Any, normaliser: Normaliser, features: Mapping[str, Any], *,
-                extra: Mapping[str, Any] | None = None,
-                label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE) -> Path:
+def save_bundle(
+    path: PathLike,
+    model: Any,
+    normaliser: Normaliser,
+    features: Mapping[str, Any],
+    *,
+    extra: Mapping[str, Any] | None = None,
+    label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE,
+) -> Path:
     """Write a fitted model, its normaliser and its feature description as a bundle folder.
 
     The folder is built beside ``path`` and renamed into place only when complete; an
@@ -142,8 +156,10 @@ def save_bundle(path: PathLike, model: Any, normaliser: Normaliser, features: Ma
     metrics = _metrics(model)
     for key, value in (extra or {}).items():
         if key in metrics:
-            raise BundleError(f"save_bundle got the extra section {key!r}, which metrics.json already has; "
-                              f"use another name than {', '.join(metrics)}.")
+            raise BundleError(
+                f"save_bundle got the extra section {key!r}, which metrics.json already has; "
+                f"use another name than {', '.join(metrics)}."
+            )
         metrics[key] = value
     check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,14 +172,24 @@ def save_bundle(path: PathLike, model: Any, normaliser: Normaliser, features: Ma
         write_json(tmp / "features.json", dict(features))
         write_json(tmp / "versions.json", installed_versions())
         write_json(tmp / "metrics.json", jsonable(metrics))
-        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
-                 for name in FILES if name != "bundle.json"}
-        write_json(tmp / "bundle.json", {
-            "format": _KIND, "version": BUNDLE_FORMAT, "serdistill": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "attributes": list(model.attributes_), "feature_set": features.get("feature_set"),
-            "label_range": list(label_range or DEFAULT_LABEL_RANGE), "files": files,
-        })
+        files = {
+            name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+            for name in FILES
+            if name != "bundle.json"
+        }
+        write_json(
+            tmp / "bundle.json",
+            {
+                "format": _KIND,
+                "version": BUNDLE_FORMAT,
+                "serdistill": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "attributes": list(model.attributes_),
+                "feature_set": features.get("feature_set"),
+                "label_range": list(label_range or DEFAULT_LABEL_RANGE),
+                "files": files,
+            },
+        )
         _swap(tmp, path)
     finally:
         if tmp.exists():
@@ -175,8 +201,9 @@ def check_target(path: PathLike) -> None:
     """Raise BundleError unless ``path`` is free, an empty folder or a bundle (which a save replaces)."""
     path = Path(path)
     if path.exists() and not (path.is_dir() and ((path / "bundle.json").is_file() or not any(path.iterdir()))):
-        raise BundleError(f"{path} exists and is not a serdistill bundle; refusing to replace it. "
-                          "Choose another output path or remove it.")
+        raise BundleError(
+            f"{path} exists and is not a serdistill bundle; refusing to replace it. Choose another output path or remove it."
+        )
 
 
 def _swap(new: Path, path: Path) -> None:
@@ -202,14 +229,21 @@ def _check_parts(model: Any, normaliser: Normaliser, features: Mapping[str, Any]
         raise BundleError("save_bundle needs a fitted Normaliser; call Normaliser().fit(X_train) first.")
     missing = [k for k in ("feature_set", "dim") if k not in features]
     if missing:
-        raise BundleError(f"The feature description lacks {', '.join(missing)}; build it with "
-                          "serdistill.data.dataset.describe_features(dataset).")
-    dims = {"model": model.n_features_in_, "normaliser": normaliser.n_features_in_,
-            "feature description": int(features["dim"])}
+        raise BundleError(
+            f"The feature description lacks {', '.join(missing)}; build it with "
+            "serdistill.data.dataset.describe_features(dataset)."
+        )
+    dims = {
+        "model": model.n_features_in_,
+        "normaliser": normaliser.n_features_in_,
+        "feature description": int(features["dim"]),
+    }
     if len(set(dims.values())) != 1:
         shown = ", ".join(f"{k} {v}" for k, v in dims.items())
-        raise BundleError(f"The parts of the bundle disagree on the number of features ({shown}); "
-                          "fit the normaliser and the model on the same features.")
+        raise BundleError(
+            f"The parts of the bundle disagree on the number of features ({shown}); "
+            "fit the normaliser and the model on the same features."
+        )
 
 
 def _config(model: Any) -> Config:
@@ -218,14 +252,24 @@ def _config(model: Any) -> Config:
 
 def _metrics(model: Any) -> dict[str, Any]:
     return {
-        "development": {group: {"baseline": d.get("baseline"), "teachers": d.get("teachers"),
-                                "students": d.get("students"), "ridge": d.get("ridge"), "svr": d.get("svr"),
-                                "teacher_members": d.get("teacher_members")}
-                        for group, d in model.dev_ccc_.items()},
+        "development": {
+            group: {
+                "baseline": d.get("baseline"),
+                "teachers": d.get("teachers"),
+                "students": d.get("students"),
+                "ridge": d.get("ridge"),
+                "svr": d.get("svr"),
+                "teacher_members": d.get("teacher_members"),
+            }
+            for group, d in model.dev_ccc_.items()
+        },
         # members far below their siblings (serdistill.method.health), with the reason
         "failed": {group: d.get("failed", []) for group, d in model.dev_ccc_.items()},
-        "alpha": dict(model.alpha_), "beta": dict(model.beta_), "grid": dict(model.grid_),
-        "unlabelled": dict(model.unlabelled_), "fit_seconds": getattr(model, "fit_seconds_", None),
+        "alpha": dict(model.alpha_),
+        "beta": dict(model.beta_),
+        "grid": dict(model.grid_),
+        "unlabelled": dict(model.unlabelled_),
+        "fit_seconds": getattr(model, "fit_seconds_", None),
     }
 
 
@@ -290,8 +334,9 @@ class Bundle:
     def dim(self) -> int:
         return int(self.features["dim"])
 
-    def check_features(self, feature_set: str | None, dim: int, settings: Mapping[str, Any] | None = None,
-                       *, source: str = "the data") -> None:
+    def check_features(
+        self, feature_set: str | None, dim: int, settings: Mapping[str, Any] | None = None, *, source: str = "the data"
+    ) -> None:
         """Check that features described as (``feature_set``, ``dim``, ``settings``) fit this bundle.
 
         Raises:
@@ -300,8 +345,9 @@ class Bundle:
         Warns:
             VersionWarning: the same set extracted with another openSMILE version or settings.
         """
-        if int(dim) != self.dim or (feature_set is not None and feature_set != self.feature_set
-                                    and _known(feature_set) and _known(self.feature_set)):
+        if int(dim) != self.dim or (
+            feature_set is not None and feature_set != self.feature_set and _known(feature_set) and _known(self.feature_set)
+        ):
             raise BundleError(
                 f"Bundle {self.path} was trained on {self.feature_set} features ({self.dim} values per file); "
                 f"{source} has {feature_set or 'unnamed'} features ({dim} values). Extract the data with the "
@@ -310,14 +356,19 @@ class Bundle:
             )
         saved = self.features.get("settings") or {}
         settings = settings or {}
-        diffs = [f"{key} {saved[key]!r} (bundle) vs {settings[key]!r} ({source})"
-                 for key in ("opensmile", *_SETTINGS_CHECKED)
-                 if key in saved and key in settings and saved[key] != settings[key]]
+        diffs = [
+            f"{key} {saved[key]!r} (bundle) vs {settings[key]!r} ({source})"
+            for key in ("opensmile", *_SETTINGS_CHECKED)
+            if key in saved and key in settings and saved[key] != settings[key]
+        ]
         if diffs:
             warnings.warn(
                 f"The features of {source} were extracted with other settings than bundle {self.path}'s: "
                 f"{'; '.join(diffs)}. Values can differ slightly; extract them again with the bundle's "
-                "versions for identical results.", VersionWarning, stacklevel=2)
+                "versions for identical results.",
+                VersionWarning,
+                stacklevel=2,
+            )
 
     def predict_features(self, X_raw: Any) -> tuple[np.ndarray, np.ndarray]:
         """Normalise raw features (n, d) and predict: the students' mean and std, each (n, A)."""
@@ -346,7 +397,8 @@ class Bundle:
                 raise BundleError(
                     f"Bundle {self.path} gave non-finite predictions (NaN or infinity) for {rows} of {len(values)} "
                     "row(s): its weights are damaged, or the features are far outside the training data. "
-                    "Copy the bundle again or train it anew; check the features if it persists.")
+                    "Copy the bundle again or train it anew; check the features if it persists."
+                )
 
     def evaluate(self, X_raw: Any, y: Any) -> dict[str, dict[str, float | None]]:
         """CCC per attribute of the students, the teachers' MC ensemble, the baseline and the
@@ -367,8 +419,10 @@ class Bundle:
         y = np.asarray(y, dtype=np.float64)
         y = y[:, None] if y.ndim == 1 else y
         if y.shape != (len(X_raw), len(self.attributes)):
-            raise BundleError(f"evaluate got labels of shape {y.shape}; expected ({len(X_raw)}, "
-                              f"{len(self.attributes)}): one column per attribute {self.attributes}.")
+            raise BundleError(
+                f"evaluate got labels of shape {y.shape}; expected ({len(X_raw)}, "
+                f"{len(self.attributes)}): one column per attribute {self.attributes}."
+            )
         out = self.predict_all(X_raw)
         scores: dict[str, dict[str, float | None]] = {}
         for kind in ("students", "teachers", "baseline", "ridge", "svr"):
@@ -382,9 +436,16 @@ class Bundle:
                 scores[kind][attribute] = value if value is not None and math.isfinite(value) else None
         return scores
 
-    def predict_files(self, files: Sequence[PathLike], *, cache_dir: PathLike | None = None, workers: int = 1,
-                      verbose: bool = False, allow_truncated: bool = False,
-                      min_level: float | None = MIN_LEVEL) -> tuple[pd.DataFrame, list[Any]]:
+    def predict_files(
+        self,
+        files: Sequence[PathLike],
+        *,
+        cache_dir: PathLike | None = None,
+        workers: int = 1,
+        verbose: bool = False,
+        allow_truncated: bool = False,
+        min_level: float | None = MIN_LEVEL,
+    ) -> tuple[pd.DataFrame, list[Any]]:
         """Extract the features of audio files and predict.
 
         Args:
@@ -401,8 +462,9 @@ class Bundle:
             accepted file in input order; and the :class:`serdistill.data.audio.Rejection` of every
             file that could not be used (unreadable, too short, silent, ...).
         """
-        extractor = self._extractor(cache_dir=cache_dir, num_workers=workers, verbose=verbose,
-                                    allow_truncated=allow_truncated, min_level=min_level)
+        extractor = self._extractor(
+            cache_dir=cache_dir, num_workers=workers, verbose=verbose, allow_truncated=allow_truncated, min_level=min_level
+        )
         table = extractor.process_files(files)
         columns = ["file", *self.attributes, *(f"{a}_std" for a in self.attributes), "duration"]
         if len(table) == 0:
@@ -416,9 +478,16 @@ class Bundle:
         frame["duration"] = [_duration(f) for f in frame["file"]]
         return frame[columns], list(extractor.rejected)
 
-    def predict_segments(self, files: Sequence[PathLike], *, options: Any = None, workers: int = 1,
-                         verbose: bool = False, allow_truncated: bool = False,
-                         min_level: float | None = MIN_LEVEL) -> tuple[pd.DataFrame, list[Any]]:
+    def predict_segments(
+        self,
+        files: Sequence[PathLike],
+        *,
+        options: Any = None,
+        workers: int = 1,
+        verbose: bool = False,
+        allow_truncated: bool = False,
+        min_level: float | None = MIN_LEVEL,
+    ) -> tuple[pd.DataFrame, list[Any]]:
         """Find the speech segments of audio files (:mod:`serdistill.data.segments`) and predict each.
 
         Each file is streamed through the voice-activity detector, never held whole; each
@@ -443,13 +512,13 @@ class Bundle:
         from serdistill.data.audio import RejectedAudio
         from serdistill.data.segments import VoiceActivity, find_segments
 
-        extractor = self._extractor(cache_dir=None, num_workers=workers, verbose=verbose,
-                                    allow_truncated=allow_truncated, min_level=min_level)
+        extractor = self._extractor(
+            cache_dir=None, num_workers=workers, verbose=verbose, allow_truncated=allow_truncated, min_level=min_level
+        )
         vad = VoiceActivity()
         items: list[tuple[str, float, float]] = []
         rejected: list[Any] = []
-        for file in tqdm([absolute(f) for f in files], desc="finding speech", unit="file", disable=not verbose,
-                         leave=False):
+        for file in tqdm([absolute(f) for f in files], desc="finding speech", unit="file", disable=not verbose, leave=False):
             try:
                 segments = find_segments(file, options, vad, allow_truncated=allow_truncated)
             except RejectedAudio as err:
@@ -462,8 +531,9 @@ class Bundle:
         rejected += skipped
         if not kept:
             return pd.DataFrame(columns=columns), rejected
-        frame = pd.DataFrame({"file": [f for f, _, _ in kept], "start": [a for _, a, _ in kept],
-                              "end": [b for _, _, b in kept]})
+        frame = pd.DataFrame(
+            {"file": [f for f, _, _ in kept], "start": [a for _, a, _ in kept], "end": [b for _, _, b in kept]}
+        )
         for j, attribute in enumerate(self.attributes):
             frame[attribute] = mean[:, j]
         for j, attribute in enumerate(self.attributes):
@@ -481,8 +551,7 @@ class Bundle:
                 f"Bundle {self.path} was trained on features {self.feature_set!r}, which serdistill cannot "
                 "extract from audio; predict from a feature table with predict_features instead."
             ) from None
-        self.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set),
-                            source="this installation")
+        self.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set), source="this installation")
         return FeatureExtractor(feature_set, **kwargs)
 
     def _normalise(self, X_raw: Any) -> np.ndarray:
@@ -496,8 +565,9 @@ class Bundle:
         return self.normaliser.transform(X)
 
 
-def predict_segment_items(extractor: Any, items: Sequence[tuple[str, float, float]],
-                          predict: Any) -> tuple[list[tuple[str, float, float]], np.ndarray, np.ndarray, list[Any]]:
+def predict_segment_items(
+    extractor: Any, items: Sequence[tuple[str, float, float]], predict: Any
+) -> tuple[list[tuple[str, float, float]], np.ndarray, np.ndarray, list[Any]]:
     """Extract and predict stretches ``(file, start, end)`` :data:`SEGMENT_BATCH` at a time, so
     that memory stays flat however long the recording.
 
@@ -515,8 +585,7 @@ def predict_segment_items(extractor: Any, items: Sequence[tuple[str, float, floa
         values, outcomes = extractor.process_segments(batch)
         for (_, start, end), outcome in zip(batch, outcomes):
             if outcome is not None:
-                rejected.append(dataclasses.replace(outcome, reason=f"the segment {start:.2f}-{end:.2f} s "
-                                                                    f"{outcome.reason}"))
+                rejected.append(dataclasses.replace(outcome, reason=f"the segment {start:.2f}-{end:.2f} s {outcome.reason}"))
         keep = np.array([o is None for o in outcomes], dtype=bool)
         if keep.any():
             mean, std = predict(values[keep])
@@ -552,16 +621,21 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
     path = Path(path)
     if not path.is_dir():
         what = "is a file, not a bundle folder" if path.exists() else "does not exist"
-        raise BundleError(f"Bundle {path} {what}. Create one with 'serdistill train MANIFEST --config "
-                          f"configs/quick.toml -o {path}'.")
+        raise BundleError(
+            f"Bundle {path} {what}. Create one with 'serdistill train MANIFEST --config configs/quick.toml -o {path}'."
+        )
     missing = [name for name in FILES if not (path / name).is_file()]
     if missing:
-        raise BundleError(f"Bundle {path} is incomplete: {', '.join(missing)} missing (a bundle holds "
-                          f"{', '.join(FILES)}). Copy the whole folder again, or train it anew.")
+        raise BundleError(
+            f"Bundle {path} is incomplete: {', '.join(missing)} missing (a bundle holds "
+            f"{', '.join(FILES)}). Copy the whole folder again, or train it anew."
+        )
     info = _read_json(path, "bundle.json")
     if info.get("format") != _KIND or not isinstance(info.get("version"), int):
-        raise BundleError(f"{path / 'bundle.json'} does not describe a serdistill bundle; expected "
-                          f"format {_KIND!r}. Train the bundle with 'serdistill train'.")
+        raise BundleError(
+            f"{path / 'bundle.json'} does not describe a serdistill bundle; expected "
+            f"format {_KIND!r}. Train the bundle with 'serdistill train'."
+        )
     if info["version"] != BUNDLE_FORMAT:
         newer = info["version"] > BUNDLE_FORMAT
         raise BundleError(
@@ -573,9 +647,13 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
     versions = _read_json(path, "versions.json")
     differences = version_differences(versions)
     if differences:
-        warnings.warn(f"Bundle {path} was written with other versions than installed: {'; '.join(differences)}. "
-                      "It loads, but results may differ slightly; install the bundle's versions "
-                      "(versions.json) to reproduce them exactly.", VersionWarning, stacklevel=2)
+        warnings.warn(
+            f"Bundle {path} was written with other versions than installed: {'; '.join(differences)}. "
+            "It loads, but results may differ slightly; install the bundle's versions "
+            "(versions.json) to reproduce them exactly.",
+            VersionWarning,
+            stacklevel=2,
+        )
     if device is None:
         device = _fallback_device(path)
     try:
@@ -583,27 +661,43 @@ def load_bundle(path: PathLike, *, device: str | None = None) -> Bundle:
     except SerdistillError as err:
         raise BundleError(f"Bundle {path}: the model cannot be loaded: {err}") from None
     except Exception as err:  # a damaged weights.pt or model.json
-        raise BundleError(f"Bundle {path}: the model cannot be loaded ({type(err).__name__}: {err}); "
-                          "the files are damaged. Copy the bundle again, or train it anew.") from err
+        raise BundleError(
+            f"Bundle {path}: the model cannot be loaded ({type(err).__name__}: {err}); "
+            "the files are damaged. Copy the bundle again, or train it anew."
+        ) from err
     try:
         normaliser = Normaliser.from_dict(_read_json(path, "normaliser.json"))
     except SerdistillError as err:
         raise BundleError(f"Bundle {path}: {err}") from None
     except (KeyError, TypeError, ValueError) as err:
-        raise BundleError(f"{path / 'normaliser.json'} is damaged ({type(err).__name__}: {err}); "
-                          "copy the bundle again, or train it anew.") from None
+        raise BundleError(
+            f"{path / 'normaliser.json'} is damaged ({type(err).__name__}: {err}); copy the bundle again, or train it anew."
+        ) from None
     features = _read_json(path, "features.json")
     if "dim" not in features or "feature_set" not in features:
         raise BundleError(f"{path / 'features.json'} lacks feature_set or dim; the bundle is damaged.")
-    dims = {"model.json": model.n_features_in_, "normaliser.json": normaliser.n_features_in_,
-            "features.json": int(features["dim"])}
+    dims = {
+        "model.json": model.n_features_in_,
+        "normaliser.json": normaliser.n_features_in_,
+        "features.json": int(features["dim"]),
+    }
     if len(set(dims.values())) != 1:
-        raise BundleError(f"Bundle {path} disagrees with itself on the number of features "
-                          f"({', '.join(f'{k} {v}' for k, v in dims.items())}); it is damaged. Train it anew.")
+        raise BundleError(
+            f"Bundle {path} disagrees with itself on the number of features "
+            f"({', '.join(f'{k} {v}' for k, v in dims.items())}); it is damaged. Train it anew."
+        )
     config = _config(model)
     _check_config_file(path, config)
-    return Bundle(model=model, normaliser=normaliser, features=features, config=config,
-                  versions=versions, metrics=_read_json(path, "metrics.json"), path=path, info=info)
+    return Bundle(
+        model=model,
+        normaliser=normaliser,
+        features=features,
+        config=config,
+        versions=versions,
+        metrics=_read_json(path, "metrics.json"),
+        path=path,
+        info=info,
+    )
 
 
 def file_sha256(path: PathLike) -> str:
@@ -634,18 +728,26 @@ def _verify_files(path: Path, info: Mapping[str, Any]) -> None:
         entry = entry if isinstance(entry, Mapping) else {}
         size = (path / name).stat().st_size
         if entry.get("bytes") not in (None, size):
-            raise BundleError(f"{path / name} has {size} bytes; bundle.json records {entry['bytes']}: the file is "
-                              "damaged or was changed. Copy the bundle again, or train it anew.")
+            raise BundleError(
+                f"{path / name} has {size} bytes; bundle.json records {entry['bytes']}: the file is "
+                "damaged or was changed. Copy the bundle again, or train it anew."
+            )
         if entry.get("sha256") is None:
             unchecked.append(name)
         elif file_sha256(path / name) != entry["sha256"]:
-            raise BundleError(f"{path / name} does not match the SHA-256 that bundle.json records for it: the file "
-                              "is damaged or was changed since the bundle was written. Copy the bundle again, "
-                              "or train it anew.")
+            raise BundleError(
+                f"{path / name} does not match the SHA-256 that bundle.json records for it: the file "
+                "is damaged or was changed since the bundle was written. Copy the bundle again, "
+                "or train it anew."
+            )
     if unchecked:
-        warnings.warn(f"Bundle {path} records no checksum for {', '.join(unchecked)} (written before serdistill "
-                      "checksummed bundles), so damage to those files cannot be detected. Train it again, or "
-                      "re-save it (serdistill.deploy.bundle.save_bundle), to add checksums.", IntegrityWarning, stacklevel=3)
+        warnings.warn(
+            f"Bundle {path} records no checksum for {', '.join(unchecked)} (written before serdistill "
+            "checksummed bundles), so damage to those files cannot be detected. Train it again, or "
+            "re-save it (serdistill.deploy.bundle.save_bundle), to add checksums.",
+            IntegrityWarning,
+            stacklevel=3,
+        )
 
 
 def _fallback_device(path: Path) -> str | None:
@@ -663,8 +765,9 @@ def _read_json(path: Path, name: str) -> dict[str, Any]:
     try:
         data = json.loads((path / name).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{path / name} is not readable JSON ({err}); the bundle is damaged. "
-                          "Copy it again, or train it anew.") from None
+        raise BundleError(
+            f"{path / name} is not readable JSON ({err}); the bundle is damaged. Copy it again, or train it anew."
+        ) from None
     if not isinstance(data, dict):
         raise BundleError(f"{path / name} holds {type(data).__name__}; expected a JSON object. The bundle is damaged.")
     return data
@@ -678,8 +781,12 @@ def _check_config_file(path: Path, config: Config) -> None:
     except SerdistillError as err:
         raise BundleError(f"Bundle {path}: config.toml is not a valid config ({err}).") from None
     if on_disk.updated({"train": {"device": config.train.device}}) != config:
-        warnings.warn(f"{path / 'config.toml'} differs from the config in model.json (edited by hand?); "
-                      "the model's own config (model.json) is used.", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{path / 'config.toml'} differs from the config in model.json (edited by hand?); "
+            "the model's own config (model.json) is used.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _known(name: str) -> bool:
@@ -705,6 +812,17 @@ def _duration(file: str) -> float:
         return float("nan")
 
 
-__all__ = ["BUNDLE_FORMAT", "FILES", "Bundle", "IntegrityWarning", "VersionWarning", "check_target",
-           "file_sha256", "installed_versions", "load_bundle", "predict_segment_items", "save_bundle",
-           "version_differences"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "FILES",
+    "Bundle",
+    "IntegrityWarning",
+    "VersionWarning",
+    "check_target",
+    "file_sha256",
+    "installed_versions",
+    "load_bundle",
+    "predict_segment_items",
+    "save_bundle",
+    "version_differences",
+]

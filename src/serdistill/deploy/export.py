@@ -16,6 +16,7 @@ Examples:
     >>> import onnxruntime as ort                                        # doctest: +SKIP
     >>> mean, std = ort.InferenceSession("model.onnx").run(None, {"features": X})  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,10 @@ def require(*modules: str) -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise MissingDependency(f"This needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-                                f"not installed; install the optional dependencies with: {INSTALL_HINT}")
+        raise MissingDependency(
+            f"This needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            f"not installed; install the optional dependencies with: {INSTALL_HINT}"
+        )
 
 
 def build_module(bundle: Any):
@@ -67,8 +70,9 @@ def build_module(bundle: Any):
         raise BundleError(f"Bundle {bundle.path}: the model holds no fitted students; it cannot be exported.")
     columns = [c for cols, _ in groups for c in cols]
     if sorted(columns) != list(range(len(model.attributes_))):
-        raise BundleError(f"Bundle {bundle.path}: its groups do not cover each attribute once ({columns}); "
-                          "it is damaged. Train it anew.")
+        raise BundleError(
+            f"Bundle {bundle.path}: its groups do not cover each attribute once ({columns}); it is damaged. Train it anew."
+        )
     packed = [p.detached("cpu") for _, p in groups]
     inverse = np.argsort(np.asarray(columns))
     return _graph(normaliser, packed, None if (inverse == np.arange(len(inverse))).all() else inverse)
@@ -107,7 +111,7 @@ def _graph_class():
             means, stds = [], []
             for i, (n_students, depth) in enumerate(zip(self.sizes, self.depths)):
                 w1, b1 = getattr(self, f"g{i}_w1"), getattr(self, f"g{i}_b1")
-                h = torch.relu(torch.matmul(z, w1) + b1)              # (n, N*H)
+                h = torch.relu(torch.matmul(z, w1) + b1)  # (n, N*H)
                 h = h.reshape(z.shape[0], n_students, -1).transpose(0, 1)  # (N, n, H)
                 for j in range(depth):
                     h = torch.relu(torch.matmul(h, getattr(self, f"g{i}_w{j + 2}")) + getattr(self, f"g{i}_b{j + 2}"))
@@ -139,11 +143,18 @@ def metadata(bundle: Any) -> dict[str, str]:
     """The ``metadata_props`` written into the ONNX model."""
     from serdistill.deploy.bundle import BUNDLE_FORMAT
 
-    return {"producer": "serdistill", "serdistill": __version__, "bundle_format": str(BUNDLE_FORMAT),
-            "attributes": json.dumps(list(bundle.attributes)), "feature_set": bundle.feature_set,
-            "dim": str(bundle.dim), "input": INPUT, "outputs": json.dumps(list(OUTPUTS)),
-            "std": "population std over the students (ddof=0)",
-            "normaliser_clip": json.dumps(bundle.normaliser.clip)}
+    return {
+        "producer": "serdistill",
+        "serdistill": __version__,
+        "bundle_format": str(BUNDLE_FORMAT),
+        "attributes": json.dumps(list(bundle.attributes)),
+        "feature_set": bundle.feature_set,
+        "dim": str(bundle.dim),
+        "input": INPUT,
+        "outputs": json.dumps(list(OUTPUTS)),
+        "std": "population std over the students (ddof=0)",
+        "normaliser_clip": json.dumps(bundle.normaliser.clip),
+    }
 
 
 def export_onnx(bundle: Any, path: str | os.PathLike[str] | None = None, *, opset: int = OPSET) -> bytes:
@@ -165,15 +176,25 @@ def export_onnx(bundle: Any, path: str | os.PathLike[str] | None = None, *, opse
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
         with torch.no_grad():
-            torch.onnx.export(module, (example,), buffer,  # type: ignore[arg-type]  # a file object works
-                              input_names=[INPUT], output_names=list(OUTPUTS),
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+            torch.onnx.export(
+                module,
+                (example,),
+                buffer,  # type: ignore[arg-type]  # a file object works
+                input_names=[INPUT],
+                output_names=list(OUTPUTS),
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(proto, metadata(bundle))
     proto.producer_name = "serdistill"
     proto.producer_version = __version__
-    proto.doc_string = (f"serdistill bundle {bundle.path}: raw {bundle.feature_set} features ({bundle.dim}) -> "
-                        f"mean and std over the students of {', '.join(bundle.attributes)}")
+    proto.doc_string = (
+        f"serdistill bundle {bundle.path}: raw {bundle.feature_set} features ({bundle.dim}) -> "
+        f"mean and std over the students of {', '.join(bundle.attributes)}"
+    )
     data = proto.SerializeToString()
     if path is not None:
         from serdistill.base.io import atomic_path
@@ -195,5 +216,14 @@ def onnx_session(data: bytes, *, threads: int | None = None):
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-__all__ = ["INPUT", "MissingDependency", "OPSET", "OUTPUTS", "build_module", "export_onnx", "metadata",
-           "onnx_session", "require"]
+__all__ = [
+    "INPUT",
+    "MissingDependency",
+    "OPSET",
+    "OUTPUTS",
+    "build_module",
+    "export_onnx",
+    "metadata",
+    "onnx_session",
+    "require",
+]

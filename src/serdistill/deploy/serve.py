@@ -65,8 +65,14 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 _GENERIC_TYPES = ("application/octet-stream", "application/ogg", "video/ogg", "binary/octet-stream")
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers beside the file itself
 _CHUNK = 1 << 20
-_STATUS = {"empty": 400, "bad_request": 400, "too_large": 413, "unsupported_type": 415, "unreadable": 415,
-           "too_long": 422}  # every other rejection kind of serdistill.data.audio: 422
+_STATUS = {
+    "empty": 400,
+    "bad_request": 400,
+    "too_large": 413,
+    "unsupported_type": 415,
+    "unreadable": 415,
+    "too_long": 422,
+}  # every other rejection kind of serdistill.data.audio: 422
 
 
 class RequestRejected(Exception):
@@ -122,8 +128,9 @@ def make_predictor(bundle: Any, backend: str = "auto") -> Predictor:
             except Exception as err:
                 if backend == "onnx":
                     raise
-                logger.warning("The bundle could not be run with onnxruntime (%s: %s); it runs with torch.",
-                               type(err).__name__, err)
+                logger.warning(
+                    "The bundle could not be run with onnxruntime (%s: %s); it runs with torch.", type(err).__name__, err
+                )
     return Predictor(bundle, "torch")
 
 
@@ -137,10 +144,18 @@ def _multipart_installed() -> bool:
     return False
 
 
-def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 20 * 1024 * 1024,
-               max_seconds: float = 60.0, backend: str = "auto", allow_truncated: bool = False,
-               min_level: float | None = MIN_LEVEL, max_long_seconds: float = 3600.0,
-               max_long_upload_bytes: int = 512 * 1024 * 1024, segment_over: float = 30.0):
+def create_app(
+    bundle_path: str | os.PathLike[str],
+    *,
+    max_upload_bytes: int = 20 * 1024 * 1024,
+    max_seconds: float = 60.0,
+    backend: str = "auto",
+    allow_truncated: bool = False,
+    min_level: float | None = MIN_LEVEL,
+    max_long_seconds: float = 3600.0,
+    max_long_upload_bytes: int = 512 * 1024 * 1024,
+    segment_over: float = 30.0,
+):
     """The FastAPI application serving ``bundle_path`` (loaded and prepared now, not per request).
 
     Args:
@@ -176,10 +191,11 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
     try:
         feature_set = FeatureSet(bundle.feature_set)
     except ValueError:
-        raise BundleError(f"Bundle {bundle.path} was trained on features {bundle.feature_set!r}, which serdistill "
-                          "cannot extract from audio; it cannot be served.") from None
-    bundle.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set),
-                          source="this installation")
+        raise BundleError(
+            f"Bundle {bundle.path} was trained on features {bundle.feature_set!r}, which serdistill "
+            "cannot extract from audio; it cannot be served."
+        ) from None
+    bundle.check_features(feature_set.value, feature_set.dim, feature_settings(feature_set), source="this installation")
     predictor = make_predictor(bundle, backend)
     scale = bundle.label_range
     trained = _trained_on(bundle)
@@ -189,8 +205,14 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         from serdistill.data.features import FeatureExtractor
 
         if not hasattr(extractors, "one"):  # one per thread: an extractor keeps state per call
-            extractors.one = FeatureExtractor(feature_set, cache_dir=None, num_workers=1, verbose=False,
-                                              allow_truncated=allow_truncated, min_level=min_level)
+            extractors.one = FeatureExtractor(
+                feature_set,
+                cache_dir=None,
+                num_workers=1,
+                verbose=False,
+                allow_truncated=allow_truncated,
+                min_level=min_level,
+            )
         return extractors.one
 
     def analyse(tmp: str, name: str, mode: str) -> dict[str, Any]:
@@ -200,14 +222,19 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         try:
             duration = float(sf.info(tmp).duration)
         except Exception as err:
-            raise RequestRejected("unreadable", f"{name} is not audio soundfile can decode ({_short(err, tmp, name)});"
-                                  " send WAV, FLAC, OGG or MP3.") from None
+            raise RequestRejected(
+                "unreadable",
+                f"{name} is not audio soundfile can decode ({_short(err, tmp, name)}); send WAV, FLAC, OGG or MP3.",
+            ) from None
         if mode == "true" or (mode == "auto" and duration > min(segment_over, max_seconds)):
             return analyse_segments(tmp, name, duration)
         if duration > max_seconds:
-            raise RequestRejected("too_long", f"{name} holds {duration:.1f} s of audio; this service accepts at "
-                                  f"most {max_seconds:g} s in one piece. Send it with ?segments=true to get a "
-                                  f"prediction per speech segment (up to {max_long_seconds:g} s), or cut it.")
+            raise RequestRejected(
+                "too_long",
+                f"{name} holds {duration:.1f} s of audio; this service accepts at "
+                f"most {max_seconds:g} s in one piece. Send it with ?segments=true to get a "
+                f"prediction per speech segment (up to {max_long_seconds:g} s), or cut it.",
+            )
         one = extractor()
         table = one.process_files([tmp])
         if len(table) == 0:
@@ -231,19 +258,24 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         from serdistill.data.segments import VoiceActivity, find_segments
 
         if duration > max_long_seconds:
-            raise RequestRejected("too_long", f"{name} holds {duration:.1f} s of audio; this service accepts at "
-                                  f"most {max_long_seconds:g} s. Cut it into shorter parts.")
+            raise RequestRejected(
+                "too_long",
+                f"{name} holds {duration:.1f} s of audio; this service accepts at "
+                f"most {max_long_seconds:g} s. Cut it into shorter parts.",
+            )
         if not hasattr(extractors, "vad"):
             extractors.vad = VoiceActivity()
         try:
             segments = find_segments(tmp, vad=extractors.vad, allow_truncated=allow_truncated)
         except RejectedAudio as err:
-            raise RequestRejected(err.rejection.kind, f"{name} cannot be used: "
-                                  f"{_short(err.rejection.reason, tmp, name)}") from None
+            raise RequestRejected(
+                err.rejection.kind, f"{name} cannot be used: {_short(err.rejection.reason, tmp, name)}"
+            ) from None
         from serdistill.deploy.bundle import predict_segment_items
 
         kept, mean, std, skipped = predict_segment_items(
-            extractor(), [(tmp, g.start, g.end) for g in segments], predictor.predict)
+            extractor(), [(tmp, g.start, g.end) for g in segments], predictor.predict
+        )
         rows: list[dict[str, Any]] = []
         for i, (_, start, end) in enumerate(kept):
             row: dict[str, Any] = {"start": start, "end": end}
@@ -251,13 +283,23 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
             row.update({f"{a}_std": float(std[i, j]) for j, a in enumerate(bundle.attributes)})
             rows.append(row)
         if not rows:
-            raise RequestRejected("no_speech", f"{name} cannot be used: none of its {len(segments)} speech "
-                                  "segment(s) passed the audio checks.")
-        return {"file": name, "duration": duration, "segments": rows, "skipped_segments": len(skipped),
-                "scale": list(scale), "clipped": False}
+            raise RequestRejected(
+                "no_speech", f"{name} cannot be used: none of its {len(segments)} speech segment(s) passed the audio checks."
+            )
+        return {
+            "file": name,
+            "duration": duration,
+            "segments": rows,
+            "skipped_segments": len(skipped),
+            "scale": list(scale),
+            "clipped": False,
+        }
 
-    app = FastAPI(title="serdistill", version=__version__,
-                  description="Arousal, valence and dominance of speech, with the students' uncertainty.")
+    app = FastAPI(
+        title="serdistill",
+        version=__version__,
+        description="Arousal, valence and dominance of speech, with the students' uncertainty.",
+    )
     app.state.bundle, app.state.predictor = bundle, predictor
 
     @app.exception_handler(RequestRejected)
@@ -272,16 +314,28 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):  # pragma: no cover - a bug, not bad input
         logger.exception("Unexpected error serving %s", request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the server log",
-                             "kind": "internal"}, status_code=500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(err).__name__}); see the server log", "kind": "internal"}, status_code=500
+        )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "bundle": str(bundle.path), "attributes": bundle.attributes,
-                "feature_set": bundle.feature_set, "dim": bundle.dim, "backend": predictor.backend,
-                "serdistill": __version__, "max_upload_bytes": max_upload_bytes, "max_seconds": max_seconds,
-                "max_long_seconds": max_long_seconds, "max_long_upload_bytes": max_long_upload_bytes,
-                "segment_over": segment_over, "scale": list(scale), **trained}
+        return {
+            "status": "ok",
+            "bundle": str(bundle.path),
+            "attributes": bundle.attributes,
+            "feature_set": bundle.feature_set,
+            "dim": bundle.dim,
+            "backend": predictor.backend,
+            "serdistill": __version__,
+            "max_upload_bytes": max_upload_bytes,
+            "max_seconds": max_seconds,
+            "max_long_seconds": max_long_seconds,
+            "max_long_upload_bytes": max_long_upload_bytes,
+            "segment_over": segment_over,
+            "scale": list(scale),
+            **trained,
+        }
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
@@ -296,40 +350,52 @@ def create_app(bundle_path: str | os.PathLike[str], *, max_upload_bytes: int = 2
         limit = max_upload_bytes if mode == "false" else max_long_upload_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit + _FORM_OVERHEAD:
-            raise RequestRejected("too_large", f"The upload has {int(length)} bytes; this service accepts files of "
-                                  f"at most {limit} bytes ({limit / 2**20:.3g} MiB).")
+            raise RequestRejected(
+                "too_large",
+                f"The upload has {int(length)} bytes; this service accepts files of "
+                f"at most {limit} bytes ({limit / 2**20:.3g} MiB).",
+            )
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
-            raise RequestRejected("unsupported_type", f"Got a request of type {content_type or 'none'!r}; expected "
-                                  "multipart/form-data with the audio in the field 'file' "
-                                  "(curl -F file=@speech.wav http://HOST:PORT/predict).")
+            raise RequestRejected(
+                "unsupported_type",
+                f"Got a request of type {content_type or 'none'!r}; expected "
+                "multipart/form-data with the audio in the field 'file' "
+                "(curl -F file=@speech.wav http://HOST:PORT/predict).",
+            )
         try:
             form = await request.form(max_files=1, max_fields=16)
         except Exception as err:  # a broken or oversized form: the client's fault
-            raise RequestRejected("bad_request", f"The multipart form cannot be read ({err}); send the audio in "
-                                  "the field 'file'.") from None
+            raise RequestRejected(
+                "bad_request", f"The multipart form cannot be read ({err}); send the audio in the field 'file'."
+            ) from None
         try:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
-                raise RequestRejected("bad_request", "The form has no file in the field 'file'; send the audio as "
-                                      "-F file=@speech.wav.")
+                raise RequestRejected(
+                    "bad_request", "The form has no file in the field 'file'; send the audio as -F file=@speech.wav."
+                )
             name = os.path.basename(upload.filename or "upload")
             kind = (upload.content_type or "").split(";")[0].strip().lower()
             if kind and not (kind.startswith("audio/") or kind in _GENERIC_TYPES):
-                raise RequestRejected("unsupported_type", f"{name} was sent as {kind!r}; expected audio (WAV, FLAC, "
-                                      "OGG or MP3, content type audio/*).")
+                raise RequestRejected(
+                    "unsupported_type",
+                    f"{name} was sent as {kind!r}; expected audio (WAV, FLAC, OGG or MP3, content type audio/*).",
+                )
             suffix = Path(name).suffix.lower()
-            fd, tmp = tempfile.mkstemp(prefix="serdistill-upload-",
-                                       suffix=suffix if suffix in AUDIO_EXTENSIONS else "")
+            fd, tmp = tempfile.mkstemp(prefix="serdistill-upload-", suffix=suffix if suffix in AUDIO_EXTENSIONS else "")
             try:
                 size = 0
                 with os.fdopen(fd, "wb") as handle:  # to disk chunk by chunk: never the whole upload in memory
                     while chunk := await upload.read(_CHUNK):
                         size += len(chunk)
                         if size > limit:
-                            raise RequestRejected("too_large", f"{name} is larger than {limit} bytes "
-                                                  f"({limit / 2**20:.3g} MiB), the most this service accepts"
-                                                  + (" in one piece." if mode == "false" else "."))
+                            raise RequestRejected(
+                                "too_large",
+                                f"{name} is larger than {limit} bytes "
+                                f"({limit / 2**20:.3g} MiB), the most this service accepts"
+                                + (" in one piece." if mode == "false" else "."),
+                            )
                         handle.write(chunk)
                 if not size:
                     raise RequestRejected("empty", f"{name} is empty (0 bytes); send a recording.")
@@ -350,10 +416,14 @@ def _trained_on(bundle: Any) -> dict[str, Any]:
     """What the page says of the model: the corpus (manifest) it was trained on, its size, and
     the students' development CCC per attribute group (from the bundle's metrics)."""
     data = bundle.metrics.get("data") or {}
-    development = {group: (scores or {}).get("students")
-                   for group, scores in (bundle.metrics.get("development") or {}).items()}
-    return {"corpus": data.get("corpus") or (Path(data["manifest"]).stem if data.get("manifest") else None),
-            "train_segments": data.get("train"), "development_ccc": development}
+    development = {
+        group: (scores or {}).get("students") for group, scores in (bundle.metrics.get("development") or {}).items()
+    }
+    return {
+        "corpus": data.get("corpus") or (Path(data["manifest"]).stem if data.get("manifest") else None),
+        "train_segments": data.get("train"),
+        "development_ccc": development,
+    }
 
 
 def _short(err: Any, tmp: str, name: str) -> str:
@@ -366,16 +436,32 @@ def _page() -> str:
     return resources.files("serdistill.deploy").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
-def run(bundle_path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
-        max_upload_bytes: int = 20 * 1024 * 1024, max_seconds: float = 60.0, backend: str = "auto",
-        log_level: str = "info", allow_truncated: bool = False, min_level: float | None = MIN_LEVEL,
-        **limits: Any) -> None:
+def run(
+    bundle_path: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_bytes: int = 20 * 1024 * 1024,
+    max_seconds: float = 60.0,
+    backend: str = "auto",
+    log_level: str = "info",
+    allow_truncated: bool = False,
+    min_level: float | None = MIN_LEVEL,
+    **limits: Any,
+) -> None:
     """Serve ``bundle_path`` with uvicorn until interrupted."""
     require("uvicorn")
     import uvicorn
 
-    app = create_app(bundle_path, max_upload_bytes=max_upload_bytes, max_seconds=max_seconds, backend=backend,
-                     allow_truncated=allow_truncated, min_level=min_level, **limits)
+    app = create_app(
+        bundle_path,
+        max_upload_bytes=max_upload_bytes,
+        max_seconds=max_seconds,
+        backend=backend,
+        allow_truncated=allow_truncated,
+        min_level=min_level,
+        **limits,
+    )
     logger.info("Serving %s (%s) on http://%s:%d", app.state.bundle.path, app.state.predictor.backend, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

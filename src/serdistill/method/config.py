@@ -18,6 +18,7 @@ Examples:
     >>> Config.from_dict(config.to_dict()) == config
     True
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,8 +48,19 @@ STUDENT_HEADS: tuple[str, ...] = ("own", "teacher", "frozen")
 #: What ``serdistill experiment`` can run: the rows of the paper's Table 1 and Table 2
 #: (the full model of Table 2 is T-S (test); see :mod:`serdistill.study.settings`).
 PROTOCOL_SETTINGS: tuple[str, ...] = (
-    "baseline", "ridge", "svr", "teachers", "ts_test", "ts_unlabeled", "ts_pseudo", "ts_top75",
-    "abl_u0_mc1_n5", "abl_u1_mc0_n5", "abl_u1_mc1_n1", "abl_u0_mc1_n1", "abl_u1_mc0_n1",
+    "baseline",
+    "ridge",
+    "svr",
+    "teachers",
+    "ts_test",
+    "ts_unlabeled",
+    "ts_pseudo",
+    "ts_top75",
+    "abl_u0_mc1_n5",
+    "abl_u1_mc0_n5",
+    "abl_u1_mc1_n1",
+    "abl_u0_mc1_n1",
+    "abl_u1_mc0_n1",
 )
 
 
@@ -168,8 +180,7 @@ class _Section:
                 converted = check.convert(value)
             except (ValueError, TypeError):
                 raise ConfigError(
-                    f"The {f.name!r} parameter of {self._where()} must be {check.describe()}. "
-                    f"Got {value!r} instead."
+                    f"The {f.name!r} parameter of {self._where()} must be {check.describe()}. Got {value!r} instead."
                 ) from None
             object.__setattr__(self, f.name, converted)
         self._check_together()
@@ -197,15 +208,12 @@ class _Section:
     def from_dict(cls, data: Mapping[str, Any]) -> Any:
         """Build from plain values; unknown keys raise ConfigError listing the valid ones."""
         if not isinstance(data, Mapping):
-            raise ConfigError(
-                f"{cls._title()} must be a table of keys and values. Got {data!r} instead."
-            )
+            raise ConfigError(f"{cls._title()} must be a table of keys and values. Got {data!r} instead.")
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = [k for k in data if k not in names]
         if unknown:
             raise ConfigError(
-                f"Unknown key(s) {', '.join(repr(k) for k in unknown)} in {cls._title()}; "
-                f"valid keys: {', '.join(names)}."
+                f"Unknown key(s) {', '.join(repr(k) for k in unknown)} in {cls._title()}; valid keys: {', '.join(names)}."
             )
         kwargs = dict(data)
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -377,22 +385,35 @@ class StudentConfig(_Section):
     epochs: int = _positive_int(50, "decided: the paper is silent")
     alphas: tuple[float, ...] = _field(GRID, _Check("floats", low=0.0, high=1.0))
     betas: tuple[float, ...] = _field(GRID, _Check("floats", low=0.0, high=1.0))
-    steps: int | None = _optional_int(STEPS_DOC + " (a student's step is one labelled batch; "
-                                      "with unlabelled data an unlabelled batch comes before each)")
+    steps: int | None = _optional_int(
+        STEPS_DOC + " (a student's step is one labelled batch; with unlabelled data an unlabelled batch comes before each)"
+    )
     min_epochs: int | None = _optional_int(MIN_EPOCHS_DOC)
     patience: int | None = _optional_int(PATIENCE_DOC)
     patience_steps: int | None = _optional_int(PATIENCE_STEPS_DOC)
-    weight_decay: float = _field(0.0, _Check(float, low=0.0),
-                                 "decoupled weight decay of the students' optimizer (0: none, the paper's)")
-    mse: str = _field("plain", _Check(str, choices=("plain", "relative")),
-                      "the embedding MSE of Eq. 1: 'plain' (the paper's) or 'relative' (in units of the "
-                      "embedding's mean square)")
-    head: str = _field("own", _Check(str, choices=STUDENT_HEADS),
-                       "the output layer: 'own' (drawn), 'teacher' (starts as teacher i's) or 'frozen' (teacher i's, fixed)")
-    ratios: tuple[float, ...] | None = _field(None, _Check("floats", low=0.0, low_open=True, optional=True),
-                                              "the grid as alpha/beta ratios (replaces alphas x betas)")
-    search: str = _field("grid", _Check(str, choices=("grid", "halving")),
-                         "'grid' (every ratio in full) or 'halving' (successive halving over the ratios)")
+    weight_decay: float = _field(
+        0.0, _Check(float, low=0.0), "decoupled weight decay of the students' optimizer (0: none, the paper's)"
+    )
+    mse: str = _field(
+        "plain",
+        _Check(str, choices=("plain", "relative")),
+        "the embedding MSE of Eq. 1: 'plain' (the paper's) or 'relative' (in units of the embedding's mean square)",
+    )
+    head: str = _field(
+        "own",
+        _Check(str, choices=STUDENT_HEADS),
+        "the output layer: 'own' (drawn), 'teacher' (starts as teacher i's) or 'frozen' (teacher i's, fixed)",
+    )
+    ratios: tuple[float, ...] | None = _field(
+        None,
+        _Check("floats", low=0.0, low_open=True, optional=True),
+        "the grid as alpha/beta ratios (replaces alphas x betas)",
+    )
+    search: str = _field(
+        "grid",
+        _Check(str, choices=("grid", "halving")),
+        "'grid' (every ratio in full) or 'halving' (successive halving over the ratios)",
+    )
     halving_factor: int = _field(3, _Check(int, low=2), "halving: keep the best 1/factor each round")
 
     def grid(self) -> list[tuple[float, float]]:
@@ -454,10 +475,13 @@ class ProtocolConfig(_Section):
     trials: int = _positive_int(10)
     significance: float = _field(0.01, _Check(float, low=0.0, high=1.0, low_open=True, high_open=True))
     settings: tuple[str, ...] = _field(
-        PROTOCOL_SETTINGS, _Check("strs", choices=PROTOCOL_SETTINGS),
-        "the settings an experiment runs (Table 1 and Table 2 rows)")
-    top_fraction: float = _field(0.75, _Check(float, low=0.0, high=1.0, low_open=True),
-                                 "the fraction of test segments kept by the 'top 75%' setting")
+        PROTOCOL_SETTINGS,
+        _Check("strs", choices=PROTOCOL_SETTINGS),
+        "the settings an experiment runs (Table 1 and Table 2 rows)",
+    )
+    top_fraction: float = _field(
+        0.75, _Check(float, low=0.0, high=1.0, low_open=True), "the fraction of test segments kept by the 'top 75%' setting"
+    )
     folds: int = _field(0, _Check(int, low=0), "0: the manifest's splits; K >= 3: K-fold speaker cross-validation")
 
     def _check_together(self) -> None:
@@ -480,8 +504,9 @@ class ReferenceConfig(_Section):
     """
 
     SECTION = "reference"
-    models: tuple[str, ...] = _field(("ridge", "svr"), _Check("strs", choices=("ridge", "svr"), min_items=0),
-                                     "linear models reported beside the baseline")
+    models: tuple[str, ...] = _field(
+        ("ridge", "svr"), _Check("strs", choices=("ridge", "svr"), min_items=0), "linear models reported beside the baseline"
+    )
 
 
 _SECTIONS = {
@@ -540,8 +565,7 @@ class Config(_Section):
                 object.__setattr__(self, f.name, check.convert(value))
             except (ValueError, TypeError):
                 raise ConfigError(
-                    f"The {f.name!r} parameter of the config must be {check.describe()}. "
-                    f"Got {value!r} instead."
+                    f"The {f.name!r} parameter of the config must be {check.describe()}. Got {value!r} instead."
                 ) from None
         if self.student.hidden[-1] != self.teacher.hidden[-1]:
             raise ConfigError(
@@ -551,8 +575,7 @@ class Config(_Section):
             )
         if len(set(self.attributes)) != len(self.attributes):
             raise ConfigError(
-                f"The 'attributes' parameter of the config lists an attribute twice. "
-                f"Got {list(self.attributes)!r} instead."
+                f"The 'attributes' parameter of the config lists an attribute twice. Got {list(self.attributes)!r} instead."
             )
 
     @property
@@ -639,9 +662,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(
-                f"Override {item!r} is not of the form section.key=value (e.g. student.epochs=5)."
-            )
+            raise ConfigError(f"Override {item!r} is not of the form section.key=value (e.g. student.epochs=5).")
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:

@@ -17,6 +17,7 @@ Examples:
     >>> failed_members("student", [0.41, 0.38, 0.44])
     []
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,13 @@ def margin(median: float) -> float:
     return max(0.15, round(0.3 * abs(median), 6))
 
 
-def failed_members(stage: str, scores: Sequence[float | None], histories: Sequence[Sequence[dict]] | None = None,
-                   *, group: str | None = None) -> list[dict[str, Any]]:
+def failed_members(
+    stage: str,
+    scores: Sequence[float | None],
+    histories: Sequence[Sequence[dict]] | None = None,
+    *,
+    group: str | None = None,
+) -> list[dict[str, Any]]:
     """The failed members of one ensemble, each ``{stage, member, dev_ccc, siblings, reason}``.
 
     Args:
@@ -66,12 +72,23 @@ def failed_members(stage: str, scores: Sequence[float | None], histories: Sequen
         if math.isfinite(value) and median - value <= margin(median):
             continue
         history = list(histories[i]) if histories is not None else []
-        record = {"stage": stage, "member": i, "dev_ccc": None if not math.isfinite(value) else round(value, 6),
-                  "siblings": round(median, 6), "reason": _reason(value, history)}
+        record = {
+            "stage": stage,
+            "member": i,
+            "dev_ccc": None if not math.isfinite(value) else round(value, 6),
+            "siblings": round(median, 6),
+            "reason": _reason(value, history),
+        }
         out.append(record)
-        logger.warning("%s%s %d: development CCC %s against its siblings' median %.3f: %s", f"{group}: " if group else "",
-                       stage, i + 1, "undefined" if record["dev_ccc"] is None else f"{value:.3f}", median,
-                       record["reason"])
+        logger.warning(
+            "%s%s %d: development CCC %s against its siblings' median %.3f: %s",
+            f"{group}: " if group else "",
+            stage,
+            i + 1,
+            "undefined" if record["dev_ccc"] is None else f"{value:.3f}",
+            median,
+            record["reason"],
+        )
     return out
 
 

@@ -19,6 +19,7 @@ passes run together. ``return_masks=True`` returns the masks used, and
 :func:`mc_dropout_naive` with those masks runs T ordinary full passes: the two agree to
 float32 rounding (``tests/unit/test_mc_dropout.py``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,10 +60,19 @@ class MCResult:
 
 
 @torch.no_grad()
-def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, seed: int = 0,
-               enabled: bool = True, block_rows: int = 8192, embedding_std: bool = False,
-               return_masks: bool = False, device: str | torch.device | None = None,
-               max_rows: int = MAX_ROWS) -> MCResult:
+def mc_dropout(
+    model: MLP,
+    X: np.ndarray | torch.Tensor,
+    *,
+    passes: int = 100,
+    seed: int = 0,
+    enabled: bool = True,
+    block_rows: int = 8192,
+    embedding_std: bool = False,
+    return_masks: bool = False,
+    device: str | torch.device | None = None,
+    max_rows: int = MAX_ROWS,
+) -> MCResult:
     """Run ``model`` ``passes`` times with dropout active, computing the first layer once.
 
     Args:
@@ -88,8 +98,9 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
     n = len(rows)
     model = model.eval()
     if not enabled or model.dropout == 0.0:
-        return _deterministic(model, rows, device=device, block_rows=block_rows,
-                              embedding_std=embedding_std, return_masks=return_masks)
+        return _deterministic(
+            model, rows, device=device, block_rows=block_rows, embedding_std=embedding_std, return_masks=return_masks
+        )
     widths = model.hidden
     L, H_last, k = len(widths), widths[-1], model.out_dim
     scale = 1.0 / (1.0 - model.dropout)
@@ -125,7 +136,7 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
         generator = make_generator(derive_seed(seed, block), device)
         h1 = torch.empty((b, widths[0]), device=device)
         for s0, part in rows.blocks(b, r0, r1):  # on disk: the block is read in slices
-            torch.addmm(biases[0], part.to(device), w_first, out=h1[s0 - r0:s0 - r0 + len(part)])
+            torch.addmm(biases[0], part.to(device), w_first, out=h1[s0 - r0 : s0 - r0 + len(part)])
         h1.relu_()
         for t0 in range(0, passes, group):
             g = min(group, passes - t0)
@@ -136,9 +147,9 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
             def keep(layer: int) -> torch.Tensor:  # called in this iteration only (so B023 does not apply)
                 """Layer ``layer``'s keep-mask as float 0/1, (g, b, width)."""
                 w = widths[layer]
-                raw = bits[:, b * int(offsets[layer]): b * int(offsets[layer + 1])].view(g, b, w)  # noqa: B023
+                raw = bits[:, b * int(offsets[layer]) : b * int(offsets[layer + 1])].view(g, b, w)  # noqa: B023
                 if masks is not None:
-                    masks[layer][t0:t0 + g, r0:r1] = raw >= threshold  # noqa: B023
+                    masks[layer][t0 : t0 + g, r0:r1] = raw >= threshold  # noqa: B023
                 out = buf_k[: g * b * w].view(g, b, w)  # noqa: B023
                 out.copy_(raw)
                 return out.sub_(threshold - 1).clamp_(0.0, 1.0)
@@ -160,14 +171,19 @@ def mc_dropout(model: MLP, X: np.ndarray | torch.Tensor, *, passes: int = 100, s
                 emb_sq[r0:r1] += (current * current).sum(dim=0)
             current.mul_(keep(L - 1))
             out = torch.addmm(b_out, current.view(g * b, H_last), w_out)
-            samples[t0:t0 + g, r0:r1] = out.view(g, b, k)
+            samples[t0 : t0 + g, r0:r1] = out.view(g, b, k)
     return _result(emb_sum.div_(passes), emb_sq, samples, passes, masks)  # in place: no second (n, H)
 
 
 @torch.no_grad()
-def mc_dropout_naive(model: MLP, X: np.ndarray | torch.Tensor,
-                     masks: Sequence[torch.Tensor] | None = None, *, passes: int | None = None,
-                     embedding_std: bool = False) -> MCResult:
+def mc_dropout_naive(
+    model: MLP,
+    X: np.ndarray | torch.Tensor,
+    masks: Sequence[torch.Tensor] | None = None,
+    *,
+    passes: int | None = None,
+    embedding_std: bool = False,
+) -> MCResult:
     """The reference: T ordinary full forward passes through every layer.
 
     Args:
@@ -195,8 +211,9 @@ def mc_dropout_naive(model: MLP, X: np.ndarray | torch.Tensor,
     return _result(hidden.mean(dim=0), emb_sq, samples, passes, None)
 
 
-def _deterministic(model: MLP, rows: FeatureRows, *, device: torch.device, block_rows: int,
-                   embedding_std: bool, return_masks: bool) -> MCResult:
+def _deterministic(
+    model: MLP, rows: FeatureRows, *, device: torch.device, block_rows: int, embedding_std: bool, return_masks: bool
+) -> MCResult:
     """One pass with dropout off: the "no MC dropout" setting (std 0)."""
     n, H = len(rows), model.hidden[-1]
     hidden = torch.empty((n, H), device=device)
@@ -210,8 +227,13 @@ def _deterministic(model: MLP, rows: FeatureRows, *, device: torch.device, block
     return _result(hidden, emb_sq, samples, 1, masks)
 
 
-def _result(embedding: torch.Tensor, emb_sq: torch.Tensor | None, samples: torch.Tensor,
-            passes: int, masks: list[torch.Tensor] | None) -> MCResult:
+def _result(
+    embedding: torch.Tensor,
+    emb_sq: torch.Tensor | None,
+    samples: torch.Tensor,
+    passes: int,
+    masks: list[torch.Tensor] | None,
+) -> MCResult:
     samples_np = samples.cpu().numpy()
     embedding_np = embedding.cpu().numpy()
     emb_std = None

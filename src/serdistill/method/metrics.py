@@ -4,6 +4,7 @@
 
 with population moments (divide by n, not n − 1), as in Lin (1989) and the paper.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,8 +57,9 @@ def ccc(x: np.ndarray, y: np.ndarray) -> float | np.ndarray:
     return float(value) if value.ndim == 0 else value
 
 
-def ccc_loss(prediction: torch.Tensor, target: torch.Tensor, *, eps: float = CCC_EPS,
-             per_column: bool = False) -> torch.Tensor:
+def ccc_loss(
+    prediction: torch.Tensor, target: torch.Tensor, *, eps: float = CCC_EPS, per_column: bool = False
+) -> torch.Tensor:
     """``1 − CCC`` over the batch, averaged over output columns; safe on degenerate batches.
 
     Args:
@@ -80,8 +82,7 @@ def ccc_loss(prediction: torch.Tensor, target: torch.Tensor, *, eps: float = CCC
     """
     if prediction.shape != target.shape:
         raise ValueError(
-            f"ccc_loss needs predictions and targets of one shape; got {tuple(prediction.shape)} "
-            f"and {tuple(target.shape)}."
+            f"ccc_loss needs predictions and targets of one shape; got {tuple(prediction.shape)} and {tuple(target.shape)}."
         )
     mean_p = prediction.mean(dim=0)
     mean_t = target.mean(dim=0)

@@ -9,6 +9,7 @@ Dropout masks come from :func:`keep_mask`, the one sampler used in training and 
 Monte-Carlo inference (:mod:`serdistill.method.mc_dropout`): 16 random bits per unit, dropped
 when below ``round(p·65536)``, so the realised rate is p to within 2^-17.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def drop_threshold(p: float) -> int:
     return min(round(p * 65536), 65535) - 32768
 
 
-def random_int16(numel: int, *, generator: torch.Generator, device: torch.device | str = "cpu",
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def random_int16(
+    numel: int, *, generator: torch.Generator, device: torch.device | str = "cpu", out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``numel`` uniform int16 values from ``generator``, drawn as full-range int64 words.
 
     Drawing 64-bit words and viewing them as four int16 values is ~4x faster on CPU than
@@ -50,8 +52,9 @@ def random_int16(numel: int, *, generator: torch.Generator, device: torch.device
     return buf.view(torch.int16)[:numel]
 
 
-def keep_mask(shape: Sequence[int], p: float, *, generator: torch.Generator,
-              device: torch.device | str = "cpu") -> torch.Tensor:
+def keep_mask(
+    shape: Sequence[int], p: float, *, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """A boolean keep-mask (True = unit kept) with drop probability ``p``.
 
     Examples:
@@ -94,9 +97,16 @@ class MLP(nn.Module):
     output_scale: torch.Tensor
     output_shift: torch.Tensor
 
-    def __init__(self, in_dim: int, hidden: Sequence[int] = (512, 512, 512, 512), *,
-                 dropout: float = 0.0, out_dim: int = 1, init: str = "glorot",
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int] = (512, 512, 512, 512),
+        *,
+        dropout: float = 0.0,
+        out_dim: int = 1,
+        init: str = "glorot",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("An MLP needs at least one hidden layer.")
@@ -141,13 +151,15 @@ class MLP(nn.Module):
             self.output_shift.copy_(torch.as_tensor(shift, dtype=torch.float32).expand(self.out_dim))
         return self
 
-    def forward(self, x: torch.Tensor, *, masks: Sequence[torch.Tensor] | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, masks: Sequence[torch.Tensor] | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The output, shape (n, out_dim). See :meth:`forward_hidden`."""
         return self.forward_hidden(x, masks=masks, generator=generator)[0]
 
-    def forward_hidden(self, x: torch.Tensor, *, masks: Sequence[torch.Tensor] | None = None,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_hidden(
+        self, x: torch.Tensor, *, masks: Sequence[torch.Tensor] | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The output and the last hidden layer (after its ReLU, before its dropout).
 
         Args:

@@ -22,6 +22,7 @@ Examples:
     >>> round(float(model.dev_ccc_[0]), 2) > 0.9, model.predict(X).shape
     (True, (80, 1))
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,8 +68,9 @@ class LinearReference:
     def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray) -> LinearReference:
         """Fit each column of ``y`` (rows with NaN skipped per column) and pick its penalty on ``y_dev``."""
         if self.kind not in KINDS:
-            raise ValueError(f"The 'kind' parameter of LinearReference must be a str among {set(KINDS)}. "
-                             f"Got {self.kind!r} instead.")
+            raise ValueError(
+                f"The 'kind' parameter of LinearReference must be a str among {set(KINDS)}. Got {self.kind!r} instead."
+            )
         y = np.asarray(y, np.float64).reshape(len(X), -1)
         y_dev = np.asarray(y_dev, np.float64).reshape(len(X_dev), -1)
         k, d = y.shape[1], X.shape[1]
@@ -78,8 +80,10 @@ class LinearReference:
         for j in range(k):
             rows, dev_rows = np.flatnonzero(np.isfinite(y[:, j])), np.flatnonzero(np.isfinite(y_dev[:, j]))
             if len(rows) < 2 or len(dev_rows) < 2:
-                raise ValueError(f"Output {j}: a reference model needs at least 2 labelled training and "
-                                 f"development rows; got {len(rows)} and {len(dev_rows)}.")
+                raise ValueError(
+                    f"Output {j}: a reference model needs at least 2 labelled training and "
+                    f"development rows; got {len(rows)} and {len(dev_rows)}."
+                )
             fit = _fit_ridge if self.kind == "ridge" else self._fit_svr
             coef, intercept, choice, score, n = fit(X, y[:, j], rows, X_dev, y_dev[:, j], dev_rows)
             self.coef_[j], self.intercept_[j] = coef, intercept
@@ -92,7 +96,7 @@ class LinearReference:
         """Predictions (n, k), float32."""
         out = np.empty((len(X), len(self.coef_)), np.float32)
         for start, block in _blocks(X):
-            out[start:start + len(block)] = block @ self.coef_.T + self.intercept_
+            out[start : start + len(block)] = block @ self.coef_.T + self.intercept_
         return out
 
     def _fit_svr(self, X, y, rows, X_dev, y_dev, dev_rows):
@@ -107,8 +111,7 @@ class LinearReference:
         target = (y[rows] - mean) / std
         best = None
         for C in SVR_CS:
-            model = LinearSVR(C=C, epsilon=0.0, dual=True, max_iter=5000, tol=1e-4,
-                              random_state=self.seed % 2**32)
+            model = LinearSVR(C=C, epsilon=0.0, dual=True, max_iter=5000, tol=1e-4, random_state=self.seed % 2**32)
             with _quiet():
                 model.fit(Xt, target)
             score = _score(model.predict(Xd) * std + mean, y_dev[dev_rows])
@@ -144,7 +147,7 @@ def _fit_ridge(X, y, rows, X_dev, y_dev, dev_rows):
         for start, block in _blocks(X, rows):
             b = np.asarray(block, np.float64)
             G += b.T @ b
-            Xy += b.T @ yc[start:start + len(b)]
+            Xy += b.T @ yc[start : start + len(b)]
         G -= n * np.outer(x_mean, x_mean)
         Xy -= x_mean * yc.sum()
         lam, V = np.linalg.eigh(G)
@@ -154,6 +157,7 @@ def _fit_ridge(X, y, rows, X_dev, y_dev, dev_rows):
 
         def coef_of(alpha: float) -> np.ndarray:
             return V @ (Vy / (np.maximum(lam, 0) + alpha))
+
     lam_pos = np.maximum(lam, 0)
     best = None
     for alpha in RIDGE_ALPHAS:
@@ -174,8 +178,7 @@ def _score(prediction: np.ndarray, y: np.ndarray) -> float:
 
 def _edge(kind: str, value: float, grid: tuple[float, ...]) -> None:
     if value in (grid[0], grid[-1]):
-        logger.info("%s: the development set chose %g, the edge of the grid %g..%g.", LABELS[kind], value,
-                    grid[0], grid[-1])
+        logger.info("%s: the development set chose %g, the edge of the grid %g..%g.", LABELS[kind], value, grid[0], grid[-1])
 
 
 def _blocks(X: np.ndarray, rows: np.ndarray | None = None):

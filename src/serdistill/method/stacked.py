@@ -32,6 +32,7 @@ Examples:
     >>> [len(r.history) for r in results]
     [3, 3]
 """
+
 from __future__ import annotations
 
 import logging
@@ -117,8 +118,9 @@ class StackedMLP(nn.Module):
     def __len__(self) -> int:
         return int(self.out_weight.shape[0])
 
-    def forward_hidden(self, x: torch.Tensor, *, generators: Sequence[torch.Generator] | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_hidden(
+        self, x: torch.Tensor, *, generators: Sequence[torch.Generator] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Outputs (K, n, k) and last hidden layers (K, n, H, after the ReLU, before dropout) for
         inputs (n, d), shared, or (K, n, d).
 
@@ -217,10 +219,18 @@ class StudentJob:
     on_epoch: EpochHook | None = None
 
 
-def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
-                         jobs: Sequence[StudentJob], *, X_unlabelled: np.ndarray | None = None,
-                         config: StudentConfig = StudentConfig(), train: TrainConfig = TrainConfig(),
-                         checkpoint: str | os.PathLike[str] | None = None) -> list[FitResult]:
+def fit_students_stacked(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    jobs: Sequence[StudentJob],
+    *,
+    X_unlabelled: np.ndarray | None = None,
+    config: StudentConfig = StudentConfig(),
+    train: TrainConfig = TrainConfig(),
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> list[FitResult]:
     """Train the students ``jobs`` together; each result equals :func:`fit_student`'s for that job.
 
     Args:
@@ -248,8 +258,10 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
         model = _new_model(X_r.width, config.hidden, 0.0, y_t, train, job.seed, device)
         width = int(np.shape(job.target)[1])
         if model.hidden[-1] != width:
-            raise ValueError(f"The student's last hidden layer has {model.hidden[-1]} units but the teacher "
-                             f"embedding has {width}; they must match.")
+            raise ValueError(
+                f"The student's last hidden layer has {model.hidden[-1]} units but the teacher "
+                f"embedding has {width}; they must match."
+            )
         if config.head in ("teacher", "frozen"):
             if job.head is None:
                 raise ValueError(f"[student] head = {config.head!r} needs each job's teacher output layer (head=).")
@@ -271,31 +283,68 @@ def fit_students_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
 
     def loss(batch: _Batch) -> torch.Tensor:
         prediction, hidden = stack.forward_hidden(batch.x, generators=batch.dropout)
-        target = _member_rows(jobs, batch.active, batch.kind, targets, batch.idxs, batch.member_stream, batch.shared,
-                              buf_t[:batch.size])
+        target = _member_rows(
+            jobs, batch.active, batch.kind, targets, batch.idxs, batch.member_stream, batch.shared, buf_t[: batch.size]
+        )
         losses = w_beta[batch.active] * (hidden - target).square().mean(dim=(1, 2))
         if batch.kind == "labelled":
             losses = losses + w_alpha[batch.active] * _ccc_loss_members(prediction, batch.labels(y_t))
         return losses
 
-    fingerprints = [dict(kind="student", init=train.init, in_dim=stack.in_dim, hidden=list(stack.hidden), lr=config.lr,
-                         optimizer=config.optimizer, alpha=j.alpha, beta=j.beta, batch_size=B, seed=j.seed, n_train=n,
-                         n_unlabelled=m, n_dev=len(X_dev), head=config.head, mse=config.mse,
-                         weight_decay=config.weight_decay) for j in jobs]
+    fingerprints = [
+        dict(
+            kind="student",
+            init=train.init,
+            in_dim=stack.in_dim,
+            hidden=list(stack.hidden),
+            lr=config.lr,
+            optimizer=config.optimizer,
+            alpha=j.alpha,
+            beta=j.beta,
+            batch_size=B,
+            seed=j.seed,
+            n_train=n,
+            n_unlabelled=m,
+            n_dev=len(X_dev),
+            head=config.head,
+            mse=config.mse,
+            weight_decay=config.weight_decay,
+        )
+        for j in jobs
+    ]
     return _stacked_loop(
-        stack, seeds=[j.seed for j in jobs], names=[j.name for j in jobs], hooks=[j.on_epoch for j in jobs],
+        stack,
+        seeds=[j.seed for j in jobs],
+        names=[j.name for j in jobs],
+        hooks=[j.on_epoch for j in jobs],
         plan=lambda gen, limit: batch_schedule(n, m, B, generator=gen)[: limit * (2 if m else 1)],
-        loss=loss, rows={"labelled": X_r, "unlabelled": U_r},
+        loss=loss,
+        rows={"labelled": X_r, "unlabelled": U_r},
         optimizer=lambda: _optimizer(config.optimizer, stack, config.lr, 0.0, config.weight_decay),  # type: ignore[arg-type]
-        schedule=Schedule.of(config, max(n_batches(n, B), n_batches(m, B) if m else 0)), X_dev=X_dev, y_dev=y_dev,
-        train=train, device=device, checkpoint=checkpoint, fingerprint={"stack": fingerprints})
+        schedule=Schedule.of(config, max(n_batches(n, B), n_batches(m, B) if m else 0)),
+        X_dev=X_dev,
+        y_dev=y_dev,
+        train=train,
+        device=device,
+        checkpoint=checkpoint,
+        fingerprint={"stack": fingerprints},
+    )
 
 
-def fit_teachers_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
-                         dropouts: Sequence[float], seeds: Sequence[int], names: Sequence[str] | None = None,
-                         hooks: Sequence[EpochHook | None] | None = None, config: TeacherConfig = TeacherConfig(),
-                         train: TrainConfig = TrainConfig(),
-                         checkpoint: str | os.PathLike[str] | None = None) -> list[FitResult]:
+def fit_teachers_stacked(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    *,
+    dropouts: Sequence[float],
+    seeds: Sequence[int],
+    names: Sequence[str] | None = None,
+    hooks: Sequence[EpochHook | None] | None = None,
+    config: TeacherConfig = TeacherConfig(),
+    train: TrainConfig = TrainConfig(),
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> list[FitResult]:
     """Train teachers with the rates ``dropouts`` and the seeds ``seeds`` together; each result
     equals :func:`~serdistill.method.training.fit_teacher`'s (its own weights, batch order and dropout
     masks, drawn from its own generators in the same order)."""
@@ -310,17 +359,40 @@ def fit_teachers_stacked(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev:
         prediction = stack(batch.x, generators=batch.dropout)
         return _ccc_loss_members(prediction, batch.labels(y_t))
 
-    fingerprints = [dict(kind="teacher", init=train.init, in_dim=stack.in_dim, hidden=list(stack.hidden), dropout=p,
-                         lr=config.lr, momentum=config.momentum, optimizer=config.optimizer, batch_size=B, seed=s,
-                         n_train=n, n_dev=len(X_dev)) for p, s in zip(dropouts, seeds)]
+    fingerprints = [
+        dict(
+            kind="teacher",
+            init=train.init,
+            in_dim=stack.in_dim,
+            hidden=list(stack.hidden),
+            dropout=p,
+            lr=config.lr,
+            momentum=config.momentum,
+            optimizer=config.optimizer,
+            batch_size=B,
+            seed=s,
+            n_train=n,
+            n_dev=len(X_dev),
+        )
+        for p, s in zip(dropouts, seeds)
+    ]
     return _stacked_loop(
-        stack, seeds=list(seeds), names=list(names or [f"teacher {i + 1}" for i in range(len(seeds))]),
+        stack,
+        seeds=list(seeds),
+        names=list(names or [f"teacher {i + 1}" for i in range(len(seeds))]),
         hooks=list(hooks or [None] * len(seeds)),
         plan=lambda gen, limit: [("labelled", b) for b in batches(n, B, generator=gen)[:limit]],
-        loss=loss, rows={"labelled": X_r},
+        loss=loss,
+        rows={"labelled": X_r},
         optimizer=lambda: _optimizer(config.optimizer, stack, config.lr, config.momentum),  # type: ignore[arg-type]
-        schedule=Schedule.of(config, n_batches(n, B)), X_dev=X_dev, y_dev=y_dev, train=train, device=device,
-        checkpoint=checkpoint, fingerprint={"stack": fingerprints})
+        schedule=Schedule.of(config, n_batches(n, B)),
+        X_dev=X_dev,
+        y_dev=y_dev,
+        train=train,
+        device=device,
+        checkpoint=checkpoint,
+        fingerprint={"stack": fingerprints},
+    )
 
 
 @dataclass
@@ -346,12 +418,24 @@ class _Batch:
         return torch.stack([y[idx] for idx in self.idxs]).index_select(0, self.member_stream)
 
 
-def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hooks: list[EpochHook | None],
-                  plan: Callable[[torch.Generator, int], list[tuple[str, torch.Tensor]]],
-                  loss: Callable[[_Batch], torch.Tensor], rows: dict[str, FeatureRows],
-                  optimizer: Callable[[], torch.optim.Optimizer], schedule: Schedule, X_dev: np.ndarray,
-                  y_dev: np.ndarray, train: TrainConfig, device: torch.device,
-                  checkpoint: str | os.PathLike[str] | None, fingerprint: dict[str, Any]) -> list[FitResult]:
+def _stacked_loop(
+    stack: StackedMLP,
+    *,
+    seeds: list[int],
+    names: list[str],
+    hooks: list[EpochHook | None],
+    plan: Callable[[torch.Generator, int], list[tuple[str, torch.Tensor]]],
+    loss: Callable[[_Batch], torch.Tensor],
+    rows: dict[str, FeatureRows],
+    optimizer: Callable[[], torch.optim.Optimizer],
+    schedule: Schedule,
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    train: TrainConfig,
+    device: torch.device,
+    checkpoint: str | os.PathLike[str] | None,
+    fingerprint: dict[str, Any],
+) -> list[FitResult]:
     """The epoch loop of a stack, as ``training._loop`` is for one model: per member, train,
     score, keep the best, stop early; cut the stopped members out; checkpoint the whole stack."""
     K, B = len(seeds), train.batch_size
@@ -361,8 +445,15 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
     gens = [torch_state.make_generator(torch_state.derive_seed(s, "shuffle")) for s in streams]
     dropout = [torch_state.make_generator(torch_state.derive_seed(s, "dropout"), device) for s in seeds]
     active = list(range(K))  # the members still in the stack, in stack order
-    results = [FitResult(model=MLP(stack.in_dim, stack.hidden, dropout=float(stack.rates[k]), out_dim=stack.out_dim,
-                                   generator=torch.Generator()), best_score=-math.inf) for k in range(K)]
+    results = [
+        FitResult(
+            model=MLP(
+                stack.in_dim, stack.hidden, dropout=float(stack.rates[k]), out_dim=stack.out_dim, generator=torch.Generator()
+            ),
+            best_score=-math.inf,
+        )
+        for k in range(K)
+    ]
     best: list[dict[str, torch.Tensor] | None] = [None] * K
     epoch = 0
     dev, yd = _labelled_rows(X_dev, y_dev, device, "development")
@@ -386,11 +477,22 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
         logger.info("stack of %d: resumed from %s after epoch %d", K, checkpoint, epoch)
 
     def save() -> None:
-        torch_state.save_checkpoint(checkpoint, {  # type: ignore[arg-type]
-            "format": torch_state.CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch, "active": active,
-            "model": stack.state_dict(), "optimizer": opt.state_dict(), "rng": [g.get_state() for g in gens + dropout],
-            "best_model": best, "results": [(r.history, r.best_epoch, r.best_score, r.stopped_early) for r in results],
-        })
+        if checkpoint is None:  # only called with a checkpoint file
+            return
+        torch_state.save_checkpoint(
+            checkpoint,
+            {
+                "format": torch_state.CHECKPOINT_FORMAT,
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "active": active,
+                "model": stack.state_dict(),
+                "optimizer": opt.state_dict(),
+                "rng": [g.get_state() for g in gens + dropout],
+                "best_model": best,
+                "results": [(r.history, r.best_epoch, r.best_score, r.stopped_early) for r in results],
+            },
+        )
 
     buf_x = torch.empty((len(streams) * (B + 1), rows["labelled"].width), device=device)
     while active:
@@ -414,8 +516,17 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
                 x = rows[kind].gather(torch.cat(idxs), buf_x[: size * len(idxs)]).view(len(idxs), size, -1)
                 if len(live) != len(active):
                     x = x.index_select(0, member_stream)
-            losses = loss(_Batch(kind=kind, idxs=idxs, x=x, active=active, member_stream=member_stream, shared=shared,
-                                 dropout=[dropout[k] for k in active]))
+            losses = loss(
+                _Batch(
+                    kind=kind,
+                    idxs=idxs,
+                    x=x,
+                    active=active,
+                    member_stream=member_stream,
+                    shared=shared,
+                    dropout=[dropout[k] for k in active],
+                )
+            )
             opt.zero_grad()
             losses.sum().backward()
             opt.step()
@@ -440,8 +551,16 @@ def _stacked_loop(stack: StackedMLP, *, seeds: list[int], names: list[str], hook
                 info["train_loss"] = info["loss_labelled"]
             else:
                 info["train_loss"] = float(totals["labelled"][pos]) / max(counts["labelled"], 1)
-            info.update(steps=steps, dev_ccc=score, best_dev_ccc=result.best_score, best_epoch=result.best_epoch,
-                        seconds=seconds, last=last, stopped_early=last and epoch < schedule.epochs, stacked=len(active))
+            info.update(
+                steps=steps,
+                dev_ccc=score,
+                best_dev_ccc=result.best_score,
+                best_epoch=result.best_epoch,
+                seconds=seconds,
+                last=last,
+                stopped_early=last and epoch < schedule.epochs,
+                stacked=len(active),
+            )
             result.history.append(info)
             if hooks[k] is not None:
                 hooks[k](dict(info))  # type: ignore[misc]
@@ -473,9 +592,16 @@ def _ccc_loss_members(prediction: torch.Tensor, target: torch.Tensor) -> torch.T
     return ccc_loss(prediction.transpose(0, 1), target, per_column=True).mean(dim=-1)
 
 
-def _member_rows(jobs: Sequence[StudentJob], active: list[int], kind: str, targets: dict[int, FeatureRows],
-                 idxs: list[torch.Tensor], member_stream: torch.Tensor, shared: bool,
-                 buf: torch.Tensor) -> torch.Tensor:
+def _member_rows(
+    jobs: Sequence[StudentJob],
+    active: list[int],
+    kind: str,
+    targets: dict[int, FeatureRows],
+    idxs: list[torch.Tensor],
+    member_stream: torch.Tensor,
+    shared: bool,
+    buf: torch.Tensor,
+) -> torch.Tensor:
     """The teacher-embedding rows of this batch: (n, H) when every member shares them, else (K, n, H)."""
     arrays = [jobs[k].target if kind == "labelled" else jobs[k].target_unlabelled for k in active]
     if shared and all(a is arrays[0] for a in arrays):

@@ -6,6 +6,7 @@ Randomness flows through explicit generators derived from one seed with
 written atomically and read with weights-only unpickling. :mod:`serdistill.method.training` and
 :mod:`serdistill.method.stacked` use them (and ``training`` re-exports them).
 """
+
 from __future__ import annotations
 
 import os

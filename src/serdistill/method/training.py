@@ -12,6 +12,7 @@ The same seed gives identical weights on the same machine and thread count; no g
 is touched. Seeds, devices and checkpoints live in :mod:`serdistill.method.torch_state` (and are
 re-exported here).
 """
+
 from __future__ import annotations
 
 import logging
@@ -101,8 +102,11 @@ class Schedule:
         if steps is not None and config.min_epochs is not None:
             steps = max(steps, config.min_epochs * per)
         epochs = config.epochs if steps is None else -(-steps // per)
-        patience = [p for p in (config.patience, None if config.patience_steps is None
-                                else -(-config.patience_steps // per)) if p is not None]
+        patience = [
+            p
+            for p in (config.patience, None if config.patience_steps is None else -(-config.patience_steps // per))
+            if p is not None
+        ]
         return cls(epochs=max(1, epochs), steps_per_epoch=per, steps=steps, patience=max(patience, default=None))
 
     def limit(self, epoch: int) -> int:
@@ -144,8 +148,9 @@ def batches(n: int, batch_size: int, *, generator: torch.Generator) -> list[torc
     return out
 
 
-def batch_schedule(n_labelled: int, n_unlabelled: int, batch_size: int, *,
-                   generator: torch.Generator) -> list[tuple[str, torch.Tensor]]:
+def batch_schedule(
+    n_labelled: int, n_unlabelled: int, batch_size: int, *, generator: torch.Generator
+) -> list[tuple[str, torch.Tensor]]:
     """One student epoch: ``("unlabelled", idx)`` and ``("labelled", idx)`` steps, alternating.
 
     The epoch has ``max(L, U)`` pairs, L and U being the numbers of labelled and unlabelled
@@ -197,8 +202,9 @@ def loss_weights(alpha: float, beta: float) -> tuple[float, float]:
     return a, 1.0 - a
 
 
-def student_weights(alpha: float, beta: float, target: np.ndarray | torch.Tensor,
-                    config: StudentConfig) -> tuple[float, float]:
+def student_weights(
+    alpha: float, beta: float, target: np.ndarray | torch.Tensor, config: StudentConfig
+) -> tuple[float, float]:
     """The weights Eq. 1 trains with: of (1 − CCC), and of the embedding MSE.
 
     Normalised to sum to 1 for a scale-free optimizer (:func:`loss_weights`); with
@@ -209,8 +215,15 @@ def student_weights(alpha: float, beta: float, target: np.ndarray | torch.Tensor
     return w_alpha, w_beta / embedding_mean_square(target) if config.mse == "relative" else w_beta
 
 
-def student_loss(prediction: torch.Tensor, hidden: torch.Tensor, target: torch.Tensor, *,
-                 alpha: float, beta: float, labels: torch.Tensor | None = None) -> torch.Tensor:
+def student_loss(
+    prediction: torch.Tensor,
+    hidden: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Eq. 1: ``alpha·(1 − CCC) + beta·MSE(hidden, target)``; ``beta·MSE`` only when unlabelled.
 
     Args:
@@ -236,7 +249,7 @@ def embedding_mean_square(target: np.ndarray | torch.Tensor) -> float:
     """
     total, count = 0.0, 0
     for start in range(0, len(target), _PREDICT_ROWS):
-        block = np.asarray(target[start:start + _PREDICT_ROWS], dtype=np.float64)
+        block = np.asarray(target[start : start + _PREDICT_ROWS], dtype=np.float64)
         total += float(np.square(block).sum())
         count += block.size
     value = total / max(count, 1)
@@ -244,18 +257,21 @@ def embedding_mean_square(target: np.ndarray | torch.Tensor) -> float:
 
 
 @overload
-def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = ...,
-                hidden: Literal[False] = ...) -> np.ndarray: ...
+def predict_mlp(
+    model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = ..., hidden: Literal[False] = ...
+) -> np.ndarray: ...
 
 
 @overload
-def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = ...,
-                hidden: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+def predict_mlp(
+    model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = ..., hidden: Literal[True]
+) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @torch.no_grad()
-def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = "cpu",
-                hidden: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def predict_mlp(
+    model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch.device = "cpu", hidden: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Outputs (n, out_dim) of ``model`` in evaluation mode (and its last hidden layer)."""
     model.eval()
     device = torch.device(device)
@@ -276,21 +292,54 @@ def predict_mlp(model: MLP, X: np.ndarray | torch.Tensor, *, device: str | torch
 # The loops
 
 
-def fit_baseline(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
-                 config: BaselineConfig = BaselineConfig(), train: TrainConfig = TrainConfig(),
-                 seed: int = 0, on_epoch: EpochHook | None = None,
-                 checkpoint: str | os.PathLike[str] | None = None, name: str = "baseline") -> FitResult:
+def fit_baseline(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    *,
+    config: BaselineConfig = BaselineConfig(),
+    train: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    on_epoch: EpochHook | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    name: str = "baseline",
+) -> FitResult:
     """Train the baseline MLP (loss 1 − CCC); keep the best development-CCC epoch."""
-    return _fit_supervised(X, y, X_dev, y_dev, hidden=config.hidden, dropout=config.dropout,
-                           optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,
-                           config=config, train=train, seed=seed, on_epoch=on_epoch,
-                           checkpoint=checkpoint, name=name, kind="baseline")
+    return _fit_supervised(
+        X,
+        y,
+        X_dev,
+        y_dev,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        config=config,
+        train=train,
+        seed=seed,
+        on_epoch=on_epoch,
+        checkpoint=checkpoint,
+        name=name,
+        kind="baseline",
+    )
 
 
-def fit_teacher(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
-                dropout: float, config: TeacherConfig = TeacherConfig(),
-                train: TrainConfig = TrainConfig(), seed: int = 0, on_epoch: EpochHook | None = None,
-                checkpoint: str | os.PathLike[str] | None = None, name: str = "teacher") -> FitResult:
+def fit_teacher(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    *,
+    dropout: float,
+    config: TeacherConfig = TeacherConfig(),
+    train: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    on_epoch: EpochHook | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    name: str = "teacher",
+) -> FitResult:
     """Train one teacher (SGD lr 0.001 by default, loss 1 − CCC, dropout ``dropout``).
 
     Args:
@@ -304,19 +353,45 @@ def fit_teacher(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             dev_ccc, best_dev_ccc, best_epoch, seconds).
         checkpoint: a file to resume from (if it exists) and to write while training.
     """
-    return _fit_supervised(X, y, X_dev, y_dev, hidden=config.hidden, dropout=dropout,
-                           optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,
-                           config=config, train=train, seed=seed, on_epoch=on_epoch,
-                           checkpoint=checkpoint, name=name, kind="teacher")
+    return _fit_supervised(
+        X,
+        y,
+        X_dev,
+        y_dev,
+        hidden=config.hidden,
+        dropout=dropout,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        config=config,
+        train=train,
+        seed=seed,
+        on_epoch=on_epoch,
+        checkpoint=checkpoint,
+        name=name,
+        kind="teacher",
+    )
 
 
-def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
-                target: np.ndarray, alpha: float, beta: float,
-                X_unlabelled: np.ndarray | None = None, target_unlabelled: np.ndarray | None = None,
-                head: tuple[np.ndarray, np.ndarray] | None = None,
-                config: StudentConfig = StudentConfig(), train: TrainConfig = TrainConfig(),
-                seed: int = 0, on_epoch: EpochHook | None = None,
-                checkpoint: str | os.PathLike[str] | None = None, name: str = "student") -> FitResult:
+def fit_student(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    *,
+    target: np.ndarray,
+    alpha: float,
+    beta: float,
+    X_unlabelled: np.ndarray | None = None,
+    target_unlabelled: np.ndarray | None = None,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+    config: StudentConfig = StudentConfig(),
+    train: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    on_epoch: EpochHook | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    name: str = "student",
+) -> FitResult:
     """Train one student with Eq. 1, alternating unlabelled and labelled batches.
 
     Args:
@@ -367,8 +442,14 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
             idx = idx.to(device)
             rows, targets, buf = take[kind]
             prediction, hidden = model.forward_hidden(rows.gather(idx, buf[: len(idx)]))
-            loss = student_loss(prediction, hidden, targets.gather(idx, target_buf[: len(idx)]), alpha=w_alpha,
-                                beta=beta_mse, labels=y_t[idx] if kind == "labelled" else None)
+            loss = student_loss(
+                prediction,
+                hidden,
+                targets.gather(idx, target_buf[: len(idx)]),
+                alpha=w_alpha,
+                beta=beta_mse,
+                labels=y_t[idx] if kind == "labelled" else None,
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -379,20 +460,61 @@ def fit_student(X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarr
         out["steps"] = min(limit * (2 if len(U_r) else 1), len(steps))
         return out
 
-    fingerprint = dict(kind="student", init=train.init, in_dim=model.in_dim, hidden=list(model.hidden), lr=config.lr,
-                       optimizer=config.optimizer, alpha=alpha, beta=beta, batch_size=B, seed=seed,
-                       n_train=len(X_r), n_unlabelled=len(U_r), n_dev=len(X_dev), head=config.head, mse=config.mse,
-                       weight_decay=config.weight_decay)
+    fingerprint = dict(
+        kind="student",
+        init=train.init,
+        in_dim=model.in_dim,
+        hidden=list(model.hidden),
+        lr=config.lr,
+        optimizer=config.optimizer,
+        alpha=alpha,
+        beta=beta,
+        batch_size=B,
+        seed=seed,
+        n_train=len(X_r),
+        n_unlabelled=len(U_r),
+        n_dev=len(X_dev),
+        head=config.head,
+        mse=config.mse,
+        weight_decay=config.weight_decay,
+    )
     per_epoch = max(n_batches(len(X_r), B), n_batches(len(U_r), B) if len(U_r) else 0)
-    return _loop(model, _optimizer(config.optimizer, model, config.lr, 0.0, config.weight_decay), run_epoch, X_dev, y_dev,
-                 schedule=Schedule.of(config, per_epoch), seed=seed, device=device, on_epoch=on_epoch,
-                 checkpoint=checkpoint, checkpoint_every=train.checkpoint_every,
-                 name=name, fingerprint=fingerprint)
+    return _loop(
+        model,
+        _optimizer(config.optimizer, model, config.lr, 0.0, config.weight_decay),
+        run_epoch,
+        X_dev,
+        y_dev,
+        schedule=Schedule.of(config, per_epoch),
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        checkpoint=checkpoint,
+        checkpoint_every=train.checkpoint_every,
+        name=name,
+        fingerprint=fingerprint,
+    )
 
 
-def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momentum,
-                    config: BaselineConfig | TeacherConfig, train: TrainConfig, seed, on_epoch, checkpoint,
-                    name, kind) -> FitResult:
+def _fit_supervised(
+    X,
+    y,
+    X_dev,
+    y_dev,
+    *,
+    hidden,
+    dropout,
+    optimizer,
+    lr,
+    momentum,
+    config: BaselineConfig | TeacherConfig,
+    train: TrainConfig,
+    seed,
+    on_epoch,
+    checkpoint,
+    name,
+    kind,
+) -> FitResult:
     device = resolve_device(train.device)
     rows, y_t = _labelled_rows(X, y, device, "training")
     model = _new_model(rows.width, hidden, dropout, y_t, train, seed, device)
@@ -413,20 +535,53 @@ def _fit_supervised(X, y, X_dev, y_dev, *, hidden, dropout, optimizer, lr, momen
             count += len(idx)
         return {"train_loss": total / max(count, 1), "steps": len(steps)}
 
-    fingerprint = dict(kind=kind, init=train.init, in_dim=model.in_dim, hidden=list(model.hidden),
-                       dropout=dropout, lr=lr, momentum=momentum, optimizer=optimizer,
-                       batch_size=B, seed=seed, n_train=len(rows), n_dev=len(X_dev))
-    return _loop(model, _optimizer(optimizer, model, lr, momentum), run_epoch, X_dev, y_dev,
-                 schedule=Schedule.of(config, n_batches(len(rows), B)), seed=seed, device=device,
-                 on_epoch=on_epoch, checkpoint=checkpoint,
-                 checkpoint_every=train.checkpoint_every, name=name, fingerprint=fingerprint)
+    fingerprint = dict(
+        kind=kind,
+        init=train.init,
+        in_dim=model.in_dim,
+        hidden=list(model.hidden),
+        dropout=dropout,
+        lr=lr,
+        momentum=momentum,
+        optimizer=optimizer,
+        batch_size=B,
+        seed=seed,
+        n_train=len(rows),
+        n_dev=len(X_dev),
+    )
+    return _loop(
+        model,
+        _optimizer(optimizer, model, lr, momentum),
+        run_epoch,
+        X_dev,
+        y_dev,
+        schedule=Schedule.of(config, n_batches(len(rows), B)),
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        checkpoint=checkpoint,
+        checkpoint_every=train.checkpoint_every,
+        name=name,
+        fingerprint=fingerprint,
+    )
 
 
-def _loop(model: MLP, opt: torch.optim.Optimizer,
-          run_epoch: Callable[[torch.optim.Optimizer, dict[str, torch.Generator], int], dict[str, float]],
-          X_dev: np.ndarray, y_dev: np.ndarray, *, schedule: Schedule, seed: int, device: torch.device,
-          on_epoch: EpochHook | None, checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
-          name: str, fingerprint: dict[str, Any]) -> FitResult:
+def _loop(
+    model: MLP,
+    opt: torch.optim.Optimizer,
+    run_epoch: Callable[[torch.optim.Optimizer, dict[str, torch.Generator], int], dict[str, float]],
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    *,
+    schedule: Schedule,
+    seed: int,
+    device: torch.device,
+    on_epoch: EpochHook | None,
+    checkpoint: str | os.PathLike[str] | None,
+    checkpoint_every: int,
+    name: str,
+    fingerprint: dict[str, Any],
+) -> FitResult:
     """The epoch loop shared by every model: train, score dev, keep the best, stop early, checkpoint.
 
     ``run_epoch(opt, generators, limit)`` runs at most ``limit`` steps and returns the epoch's
@@ -434,8 +589,10 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
     whether the schedule ended or patience ran out) and ``stopped_early``.
     """
     dev, yd = _labelled_rows(X_dev, y_dev, device, "development")
-    gens = {"shuffle": make_generator(derive_seed(seed, "shuffle")),
-            "dropout": make_generator(derive_seed(seed, "dropout"), device)}
+    gens = {
+        "shuffle": make_generator(derive_seed(seed, "shuffle")),
+        "dropout": make_generator(derive_seed(seed, "dropout"), device),
+    }
     result = FitResult(model=model, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     start = 0
@@ -452,12 +609,24 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
         logger.info("%s: resumed from %s after epoch %d", name, checkpoint, start)
 
     def save(epoch: int) -> None:
-        save_checkpoint(checkpoint, {  # type: ignore[arg-type]
-            "format": CHECKPOINT_FORMAT, "name": name, "fingerprint": fingerprint, "epoch": epoch,
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "best_model": best_state,
-            "best_epoch": result.best_epoch, "best_score": result.best_score, "history": result.history,
-            "rng": {key: gen.get_state() for key, gen in gens.items()},
-        })
+        if checkpoint is None:  # only called with a checkpoint file
+            return
+        save_checkpoint(
+            checkpoint,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "name": name,
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "best_model": best_state,
+                "best_epoch": result.best_epoch,
+                "best_score": result.best_score,
+                "history": result.history,
+                "rng": {key: gen.get_state() for key, gen in gens.items()},
+            },
+        )
 
     epochs = schedule.epochs
     epoch = start
@@ -472,19 +641,30 @@ def _loop(model: MLP, opt: torch.optim.Optimizer,
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         epoch += 1
         last = schedule.stop(epoch, result.best_epoch)
-        info.update(dev_ccc=score, best_dev_ccc=result.best_score, best_epoch=result.best_epoch,
-                    seconds=time.perf_counter() - tic, last=last, stopped_early=last and epoch < epochs)
+        info.update(
+            dev_ccc=score,
+            best_dev_ccc=result.best_score,
+            best_epoch=result.best_epoch,
+            seconds=time.perf_counter() - tic,
+            last=last,
+            stopped_early=last and epoch < epochs,
+        )
         result.history.append(info)
-        logger.debug("%s epoch %d/%d: loss %.4f, dev CCC %.4f", name, epoch, epochs,
-                     info["train_loss"], score)
+        logger.debug("%s epoch %d/%d: loss %.4f, dev CCC %.4f", name, epoch, epochs, info["train_loss"], score)
         if on_epoch is not None:
             on_epoch(dict(info))
         if checkpoint is not None and (epoch % checkpoint_every == 0 or last):
             save(epoch)
     result.stopped_early = epoch < epochs
     if result.stopped_early:
-        logger.debug("%s: stopped early after epoch %d of %d (best %d, patience %s)", name, epoch, epochs,
-                     result.best_epoch, schedule.patience)
+        logger.debug(
+            "%s: stopped early after epoch %d of %d (best %d, patience %s)",
+            name,
+            epoch,
+            epochs,
+            result.best_epoch,
+            schedule.patience,
+        )
     if best_state is not None:
         model.load_state_dict(best_state)
     model.zero_grad(set_to_none=True)  # a fitted model keeps no gradients (another copy of its weights)
@@ -505,10 +685,17 @@ def _dev_ccc(model: MLP, X: FeatureRows, y: torch.Tensor) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
-def _new_model(in_dim: int, hidden, dropout: float, y_t: torch.Tensor, train: TrainConfig,
-               seed: int, device: torch.device) -> MLP:
-    model = MLP(in_dim, hidden, dropout=dropout, out_dim=y_t.shape[1], init=train.init,
-                generator=make_generator(derive_seed(seed, "init")))
+def _new_model(
+    in_dim: int, hidden, dropout: float, y_t: torch.Tensor, train: TrainConfig, seed: int, device: torch.device
+) -> MLP:
+    model = MLP(
+        in_dim,
+        hidden,
+        dropout=dropout,
+        out_dim=y_t.shape[1],
+        init=train.init,
+        generator=make_generator(derive_seed(seed, "init")),
+    )
     if train.standardise_labels:
         std = y_t.std(dim=0, unbiased=False).cpu()
         model.set_output_scaling(torch.where(std > 0, std, torch.ones_like(std)), y_t.mean(dim=0).cpu())
@@ -529,11 +716,13 @@ def _optimizer(name: str, model: MLP, lr: float, momentum: float, weight_decay: 
     # foreach: one multi-tensor kernel per operation; on CPU (where it is not the default)
     # it makes an NAdam step on a student ~3x faster (6 ms instead of 17 ms measured here).
     if name == "nadam":
-        return torch.optim.NAdam(parameters, lr=lr, foreach=True, weight_decay=weight_decay,
-                                 decoupled_weight_decay=True)
+        return torch.optim.NAdam(parameters, lr=lr, foreach=True, weight_decay=weight_decay, decoupled_weight_decay=True)
     if name == "adam":
-        return torch.optim.AdamW(parameters, lr=lr, foreach=True, weight_decay=weight_decay) if weight_decay \
+        return (
+            torch.optim.AdamW(parameters, lr=lr, foreach=True, weight_decay=weight_decay)
+            if weight_decay
             else torch.optim.Adam(parameters, lr=lr, foreach=True)
+        )
     raise ConfigError(f"The 'optimizer' parameter must be a str among {{'sgd', 'nadam', 'adam'}}. Got {name!r} instead.")
 
 

@@ -16,6 +16,7 @@ reads the same pages; the Ray engine puts them in Ray's object store once (``ray
 and passes the reference, so they cross the network once per node, not once per task.
 See docs/scaling.md.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,9 +64,18 @@ class _Engine:
     def close(self) -> None:
         """Release the engine's processes (or its Ray connection)."""
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
-            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
-            on_wait: Callable[[], None] | None = None, on_event: Callable[[Any], None] | None = None) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        shared: dict[str, Any] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float = 0,
+        desc: str | None = None,
+        on_wait: Callable[[], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         """``[fn(item, **shared) for item in items]``, computed in parallel, in input order.
 
         Args:
@@ -114,8 +124,13 @@ class _SharingPickler(pickle.Pickler):
         self.enabled = os.path.isdir("/proc/self/fd")  # files are reopened through /proc: Linux
 
     def reducer_override(self, obj: Any) -> Any:
-        if (not self.enabled or not isinstance(obj, np.ndarray) or obj.nbytes < SHARE_BYTES or obj.ndim < 2
-                or obj.dtype.hasobject):
+        if (
+            not self.enabled
+            or not isinstance(obj, np.ndarray)
+            or obj.nbytes < SHARE_BYTES
+            or obj.ndim < 2
+            or obj.dtype.hasobject
+        ):
             return NotImplemented
         from serdistill.data import storage
 
@@ -226,9 +241,18 @@ class LocalEngine(_Engine):
         for process in processes:
             process.join(timeout=10)
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
-            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
-            on_wait: Callable[[], None] | None = None, on_event: Callable[[Any], None] | None = None) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        shared: dict[str, Any] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float = 0,
+        desc: str | None = None,
+        on_wait: Callable[[], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         items = list(items)
         shared = dict(shared or {})
         # tasks that need a GPU run here, one after another: workers would all share (and each
@@ -249,9 +273,12 @@ class LocalEngine(_Engine):
             if self._pool is None:
                 context = multiprocessing.get_context("spawn")
                 self._events = context.SimpleQueue()
-                self._pool = ProcessPoolExecutor(max_workers=self.processes, initializer=_init_worker,
-                                                 initargs=(self._events, started_on_main_thread()),
-                                                 mp_context=context)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.processes,
+                    initializer=_init_worker,
+                    initargs=(self._events, started_on_main_thread()),
+                    mp_context=context,
+                )
             events = self._events
             futures: dict[Any, int] = {}
             try:
@@ -390,8 +417,7 @@ class RayEngine(_Engine):
         self._owner = not ray.is_initialized()
         if self._owner:
             _check_reachable(self.address)
-            kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True,
-                                      "log_to_driver": False}
+            kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": False}
             if self.address is None:
                 kwargs["num_cpus"] = num_cpus
             try:
@@ -410,9 +436,18 @@ class RayEngine(_Engine):
             self._ray.shutdown()
         self._owner = False
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any], *, shared: dict[str, Any] | None = None,
-            num_cpus: float | None = None, num_gpus: float = 0, desc: str | None = None,
-            on_wait: Callable[[], None] | None = None, on_event: Callable[[Any], None] | None = None) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        shared: dict[str, Any] | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float = 0,
+        desc: str | None = None,
+        on_wait: Callable[[], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         ray = self._ray
         items = list(items)
         keys = tuple((shared or {}).keys())
@@ -458,8 +493,14 @@ class RayEngine(_Engine):
 # ---------------------------------------------------------------------------------------
 
 
-def get_engine(name: str = "local", *, address: str | None = None, num_cpus: int | None = None,
-               workers: int | None = None, task_cpus: int = 1) -> LocalEngine | RayEngine:
+def get_engine(
+    name: str = "local",
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    workers: int | None = None,
+    task_cpus: int = 1,
+) -> LocalEngine | RayEngine:
     """The engine called ``name``.
 
     Args:

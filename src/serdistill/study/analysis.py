@@ -4,6 +4,7 @@
 (:mod:`serdistill.study.report`) and the findings (:mod:`serdistill.study.findings`) both read; it lives
 here so that neither has to import the other.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,9 @@ class Analysis:
 
     def against(self, reference: str) -> pd.DataFrame | None:
         """The tests of every setting against ``reference`` (baseline, teachers, ridge, svr)."""
-        return {BASELINE: self.vs_baseline, TEACHERS: self.vs_teachers, RIDGE: self.vs_ridge,
-                SVR: self.vs_svr}.get(reference)
+        return {BASELINE: self.vs_baseline, TEACHERS: self.vs_teachers, RIDGE: self.vs_ridge, SVR: self.vs_svr}.get(
+            reference
+        )
 
     @property
     def trials(self) -> list[int]:

@@ -28,6 +28,7 @@ Everything lands in the run folder as it is finished, and a rerun reads it back:
     RUN_DIR/trials/<t>/<group>/work/        checkpoints while the group runs (then removed)
     RUN_DIR/results.csv|json, grid.csv, consistency.csv, report.md|html, figures/
 """
+
 from __future__ import annotations
 
 import json
@@ -88,8 +89,12 @@ SINGLE_MEMBER: dict[str, str] = {
 }
 #: What a setting needs before it can run.
 NEEDS: dict[str, tuple[str, ...]] = {
-    "ts_pseudo": ("ts_test",), "abl_u0_mc1_n5": ("ts_test",), "abl_u1_mc0_n5": ("ts_test",),
-    "ts_unlabeled": ("ts_test",), "ts_top75": ("ts_test",), **{k: (v,) for k, v in SINGLE_MEMBER.items()},
+    "ts_pseudo": ("ts_test",),
+    "abl_u0_mc1_n5": ("ts_test",),
+    "abl_u1_mc0_n5": ("ts_test",),
+    "ts_unlabeled": ("ts_test",),
+    "ts_top75": ("ts_test",),
+    **{k: (v,) for k, v in SINGLE_MEMBER.items()},
 }
 
 ProgressHook = Callable[[dict[str, Any]], None]
@@ -160,8 +165,14 @@ def fold_data(data: Dataset, config: Config, fold: int) -> Dataset:
     split = fold_split([assignment[str(s)] for s in table.loc[labelled, "speaker"]], fold, K)
     table.loc[labelled, "split"] = split
     manifest = Manifest(table=table, path=data.manifest.path, label_range=data.manifest.label_range)
-    return Dataset(manifest, data.X, feature_set=data.feature_set,
-                   settings=data.settings, feature_names=data.feature_names, dropped=data.dropped)
+    return Dataset(
+        manifest,
+        data.X,
+        feature_set=data.feature_set,
+        settings=data.settings,
+        feature_names=data.feature_names,
+        dropped=data.dropped,
+    )
 
 
 def speaker_folds_of(data: Dataset, config: Config) -> dict[str, int]:
@@ -200,10 +211,18 @@ def plan(config: Config, data: Dataset) -> tuple[list[str], dict[str, str]]:
     return [s for s in order if s in settings], not_run
 
 
-def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials: Sequence[int] | None = None,
-                   progress: bool = True, meta: dict[str, Any] | None = None,
-                   report: bool = True, on_progress: ProgressHook | None = None,
-                   engine: Any = None) -> ExperimentResult:
+def run_experiment(
+    data: Dataset,
+    config: Config,
+    run_dir: str | Path,
+    *,
+    trials: Sequence[int] | None = None,
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+    report: bool = True,
+    on_progress: ProgressHook | None = None,
+    engine: Any = None,
+) -> ExperimentResult:
     """Run (or resume) the protocol on ``data`` into ``run_dir``; write the report.
 
     Args:
@@ -230,8 +249,10 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
     first = fold_data(data, config, 0)  # with folds: raises now if the speakers are too few
     for split in ("train", "development", "test"):
         if not first.has(split):
-            raise ConfigError(f"An experiment needs train, development and test splits; {split!r} has no "
-                              f"files with features (splits: {data.split_counts()}).")
+            raise ConfigError(
+                f"An experiment needs train, development and test splits; {split!r} has no "
+                f"files with features (splits: {data.split_counts()})."
+            )
     del first
     settings, not_run = plan(config, data)
     _prepare_run_dir(run_dir, config, data, meta or {})
@@ -247,18 +268,32 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
 
         threads = int(getattr(engine, "task_cpus", 1))
         gpus = 1 if resolve_device(config.train.device).type == "cuda" else 0
-        finished = [run_dir / "trials" / str(t) / _safe(name) / f"{setting}.json"
-                    for t in todo for name, _ in groups for setting in settings]
+        finished = [
+            run_dir / "trials" / str(t) / _safe(name) / f"{setting}.json"
+            for t in todo
+            for name, _ in groups
+            for setting in settings
+        ]
 
         def show_finished() -> None:  # the tasks' settings as their files appear
             bar.n = sum(path.is_file() for path in finished)
             bar.refresh()
 
         try:
-            engine.map(_trial_task, todo, num_cpus=threads, num_gpus=gpus,
-                       shared={"data": data, "config": config, "run_dir": str(run_dir.absolute()),
-                               "meta": meta or {}, "threads": threads},
-                       on_wait=show_finished if progress else None)
+            engine.map(
+                _trial_task,
+                todo,
+                num_cpus=threads,
+                num_gpus=gpus,
+                shared={
+                    "data": data,
+                    "config": config,
+                    "run_dir": str(run_dir.absolute()),
+                    "meta": meta or {},
+                    "threads": threads,
+                },
+                on_wait=show_finished if progress else None,
+            )
         except BaseException:
             bar.close()
             raise
@@ -274,8 +309,18 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
                 arrays, pool = _fold_arrays(fold_data(data, config, fold), config)
             assert arrays is not None  # set with the first run's fold
             for name, columns in groups:
-                group = _GroupRun(run_dir / "trials" / str(t) / _safe(name), config, t, name, columns,
-                                  arrays, pool, settings, bar, on_progress)
+                group = _GroupRun(
+                    run_dir / "trials" / str(t) / _safe(name),
+                    config,
+                    t,
+                    name,
+                    columns,
+                    arrays,
+                    pool,
+                    settings,
+                    bar,
+                    on_progress,
+                )
                 group.run()
                 del group  # its copies of the features go before the next group makes its own
             if report:
@@ -288,15 +333,17 @@ def run_experiment(data: Dataset, config: Config, run_dir: str | Path, *, trials
 def _fold_arrays(data: Dataset, config: Config) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
     """The normalised train, development and test arrays of one fold, and the unannotated pool."""
     normaliser = data.normaliser()
-    arrays = {split: data.arrays(split, attributes=config.attributes, normaliser=normaliser)
-              for split in ("train", "development", "test")}
-    pool = data.arrays("unlabeled", attributes=config.attributes, normaliser=normaliser)[0] \
-        if data.has("unlabeled") else None
+    arrays = {
+        split: data.arrays(split, attributes=config.attributes, normaliser=normaliser)
+        for split in ("train", "development", "test")
+    }
+    pool = (
+        data.arrays("unlabeled", attributes=config.attributes, normaliser=normaliser)[0] if data.has("unlabeled") else None
+    )
     return arrays, pool
 
 
-def _trial_task(trial: int, *, data: Dataset, config: Config, run_dir: str, meta: dict[str, Any],
-                threads: int) -> None:
+def _trial_task(trial: int, *, data: Dataset, config: Config, run_dir: str, meta: dict[str, Any], threads: int) -> None:
     """One engine task: trial ``trial`` into ``run_dir`` (its own ``trials/<trial>/`` folder)."""
     with task_threads(threads):
         run_experiment(data, config, run_dir, trials=[trial], progress=False, meta=meta, report=False)
@@ -309,17 +356,29 @@ def _trial_task(trial: int, *, data: Dataset, config: Config, run_dir: str, meta
 class _GroupRun:
     """Every setting of one trial for one group of attributes, sharing teachers and MC passes."""
 
-    def __init__(self, folder: Path, config: Config, trial: int, name: str, columns: list[int],
-                 arrays: dict[str, tuple[np.ndarray, np.ndarray]], pool: np.ndarray | None,
-                 settings: list[str], bar: Any, on_progress: ProgressHook | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        config: Config,
+        trial: int,
+        name: str,
+        columns: list[int],
+        arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+        pool: np.ndarray | None,
+        settings: list[str],
+        bar: Any,
+        on_progress: ProgressHook | None,
+    ) -> None:
         self.folder, self.config, self.trial, self.name, self.columns = folder, config, trial, name, columns
         self.attributes = [config.attributes[c] for c in columns]
         self.settings, self.bar, self.on_progress = settings, bar, on_progress
         self.within = trial_of(config, trial)  # the trial within its fold (with folds)
         self.seed = derive_seed(trial_seed(config, self.within), name)
-        self.label = (f"fold {fold_of(config, trial) + 1}/{config.protocol.folds} trial {self.within + 1}/"
-                      f"{config.protocol.trials}" if config.protocol.folds else
-                      f"trial {trial + 1}/{config.protocol.trials}")
+        self.label = (
+            f"fold {fold_of(config, trial) + 1}/{config.protocol.folds} trial {self.within + 1}/{config.protocol.trials}"
+            if config.protocol.folds
+            else f"trial {trial + 1}/{config.protocol.trials}"
+        )
         X, y = arrays["train"]
         self.X, self.y = labelled_rows(X, y[:, columns])
         self.X_dev, self.y_dev = labelled_rows(arrays["development"][0], arrays["development"][1][:, columns])
@@ -331,33 +390,55 @@ class _GroupRun:
         self._mc: dict[tuple[str, bool], TeacherMC] = {}
         self._unlabeled: np.ndarray | None = None
         if len(self.X) < 2 or len(self.X_dev) < 2:
-            raise ConfigError(f"{name}: need at least 2 labelled training and development segments; got "
-                              f"{len(self.X)} and {len(self.X_dev)}.")
+            raise ConfigError(
+                f"{name}: need at least 2 labelled training and development segments; got "
+                f"{len(self.X)} and {len(self.X_dev)}."
+            )
 
     # -- bookkeeping -----------------------------------------------------------------------
 
     def done(self, setting: str) -> bool:
         return (self.folder / f"{setting}.json").is_file()
 
-    def record(self, setting: str, prediction: np.ndarray, extra: dict[str, Any] | None = None,
-               arrays: dict[str, np.ndarray] | None = None) -> None:
+    def record(
+        self,
+        setting: str,
+        prediction: np.ndarray,
+        extra: dict[str, Any] | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> None:
         """Score ``prediction`` (n_test, k) on the labelled test rows and write the setting's files."""
         scores = {}
         for j, attribute in enumerate(self.attributes):
             labelled = np.isfinite(self.y_test[:, j])
-            value = ccc(prediction[labelled, j].astype(np.float64), self.y_test[labelled, j].astype(np.float64)) \
-                if labelled.sum() >= 2 else float("nan")
+            value = (
+                ccc(prediction[labelled, j].astype(np.float64), self.y_test[labelled, j].astype(np.float64))
+                if labelled.sum() >= 2
+                else float("nan")
+            )
             scores[attribute] = None if not math.isfinite(value) else float(value)
         if arrays:
             with atomic_path(self.folder / f"{setting}.npz") as tmp:
                 with open(tmp, "wb") as handle:
                     np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub reads the names as flags
-        write_json(self.folder / f"{setting}.json", {
-            "trial": self.trial, "group": self.name, "setting": setting, "ccc": scores,
-            "n_test": int(len(self.X_test)), **(extra or {}),
-        })
-        logger.info("%s, %s, %s: test CCC %s", self.label, self.name, setting,
-                    ", ".join(f"{a} {v:.4f}" if v is not None else f"{a} n/a" for a, v in scores.items()))
+        write_json(
+            self.folder / f"{setting}.json",
+            {
+                "trial": self.trial,
+                "group": self.name,
+                "setting": setting,
+                "ccc": scores,
+                "n_test": int(len(self.X_test)),
+                **(extra or {}),
+            },
+        )
+        logger.info(
+            "%s, %s, %s: test CCC %s",
+            self.label,
+            self.name,
+            setting,
+            ", ".join(f"{a} {v:.4f}" if v is not None else f"{a} n/a" for a, v in scores.items()),
+        )
 
     def load(self, setting: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         info = json.loads((self.folder / f"{setting}.json").read_text(encoding="utf-8"))
@@ -375,14 +456,16 @@ class _GroupRun:
             self.bar.set_postfix_str(text.replace("  ", " "))
             if self.on_progress is not None:
                 self.on_progress({"trial": self.trial, "group": self.name, "setting": setting, **info})
+
         return on_epoch
 
     # -- shared work -----------------------------------------------------------------------
 
     def teachers(self) -> TeacherEnsemble:
         if self._teachers is None:
-            self._teachers = TeacherEnsemble(self.config, seed=self.seed, on_epoch=self.hook("teachers"),
-                                             checkpoint_dir=self.work / "teachers")
+            self._teachers = TeacherEnsemble(
+                self.config, seed=self.seed, on_epoch=self.hook("teachers"), checkpoint_dir=self.work / "teachers"
+            )
             self._teachers.fit(self.X, self.y, self.X_dev, self.y_dev)
             self._heads = self._teachers.heads()
         return self._teachers
@@ -415,7 +498,10 @@ class _GroupRun:
         if self._unlabeled is None:
             self._unlabeled, _ = select_unlabelled(
                 UnlabelledConfig(source="unlabeled", size=self.config.unlabelled.size),
-                X_test=self.X_test, X_pool=self.pool, seed=trial_seed(self.config, self.within))
+                X_test=self.X_test,
+                X_pool=self.pool,
+                seed=trial_seed(self.config, self.within),
+            )
         assert self._unlabeled is not None  # source "unlabeled" always selects rows
         return self._unlabeled
 
@@ -447,8 +533,12 @@ class _GroupRun:
         shutil.rmtree(self.work, ignore_errors=True)
 
     def run_baseline(self) -> None:
-        model = Baseline(self.config, seed=self.seed, on_epoch=_with_stage(self.hook("baseline"), "baseline"),
-                         checkpoint=self.work / "baseline.pt")
+        model = Baseline(
+            self.config,
+            seed=self.seed,
+            on_epoch=_with_stage(self.hook("baseline"), "baseline"),
+            checkpoint=self.work / "baseline.pt",
+        )
         (self.work).mkdir(parents=True, exist_ok=True)
         model.fit(self.X, self.y, self.X_dev, self.y_dev)
         prediction = np.asarray(model.predict(self.X_test)).reshape(len(self.X_test), -1)
@@ -456,8 +546,11 @@ class _GroupRun:
 
     def run_reference(self, kind: str) -> None:
         model = LinearReference(kind, seed=derive_seed(self.seed, kind)).fit(self.X, self.y, self.X_dev, self.y_dev)
-        self.record(kind, model.predict(self.X_test), {"dev_ccc": [_finite(v) for v in model.dev_ccc_],
-                                                       "choice": model.choice_, "n_train": model.n_train_})
+        self.record(
+            kind,
+            model.predict(self.X_test),
+            {"dev_ccc": [_finite(v) for v in model.dev_ccc_], "choice": model.choice_, "n_train": model.n_train_},
+        )
 
     def run_teachers(self) -> None:
         teachers = self.teachers()
@@ -466,16 +559,27 @@ class _GroupRun:
         mc = self.mc("test")
         mean, std = summarise_teachers(mc, return_std=True)
         one_pass = mc.samples[:, 0]  # (N, n, k): one MC run per teacher
-        self.record("teachers", np.asarray(mean).reshape(len(self.X_test), -1),
-                    {"dev_ccc": dev_ccc, "failed": failed, "best_epochs": [h[-1]["best_epoch"] for h in teachers.histories_],
-                     "epochs_run": [len(h) for h in teachers.histories_],
-                     "dropouts": list(self.config.teacher.dropouts), "passes": self.config.mc.passes},
-                    {"one_pass_std": one_pass.std(axis=0), "mc_std": np.asarray(std).reshape(len(self.X_test), -1)})
+        self.record(
+            "teachers",
+            np.asarray(mean).reshape(len(self.X_test), -1),
+            {
+                "dev_ccc": dev_ccc,
+                "failed": failed,
+                "best_epochs": [h[-1]["best_epoch"] for h in teachers.histories_],
+                "epochs_run": [len(h) for h in teachers.histories_],
+                "dropouts": list(self.config.teacher.dropouts),
+                "passes": self.config.mc.passes,
+            },
+            {"one_pass_std": one_pass.std(axis=0), "mc_std": np.asarray(std).reshape(len(self.X_test), -1)},
+        )
 
     def run_single(self, setting: str) -> None:
         info, arrays = self.load(SINGLE_MEMBER[setting])
-        self.record(setting, arrays["members"][0], {"member_of": SINGLE_MEMBER[setting],
-                                                     "alpha": info.get("alpha"), "beta": info.get("beta")})
+        self.record(
+            setting,
+            arrays["members"][0],
+            {"member_of": SINGLE_MEMBER[setting], "alpha": info.get("alpha"), "beta": info.get("beta")},
+        )
 
     def run_students(self, setting: str) -> None:
         source, use_mc = STUDENT_SETTINGS[setting]
@@ -507,19 +611,30 @@ class _GroupRun:
         if setting != "ts_test":
             info, _ = self.load("ts_test")
             alpha, beta = info["alpha"], info["beta"]
-        students = StudentEnsemble(self.config, alpha=alpha, beta=beta, seed=self.seed,
-                                   on_epoch=self.hook(setting),
-                                   checkpoint_dir=self.work / setting)
-        students.fit(X, y, self.X_dev, self.y_dev, embeddings=emb, X_unlabelled=X_u, embeddings_unlabelled=emb_u,
-                     heads=self.heads())
+        students = StudentEnsemble(
+            self.config,
+            alpha=alpha,
+            beta=beta,
+            seed=self.seed,
+            on_epoch=self.hook(setting),
+            checkpoint_dir=self.work / setting,
+        )
+        students.fit(
+            X, y, self.X_dev, self.y_dev, embeddings=emb, X_unlabelled=X_u, embeddings_unlabelled=emb_u, heads=self.heads()
+        )
         members = students.predict_members(self.X_test)  # (N, n, k)
-        extra.update(alpha=students.alpha_, beta=students.beta_, dev_ccc=students.dev_ccc_,
-                     n_unlabelled=0 if X_u is None else int(len(X_u)))
+        extra.update(
+            alpha=students.alpha_,
+            beta=students.beta_,
+            dev_ccc=students.dev_ccc_,
+            n_unlabelled=0 if X_u is None else int(len(X_u)),
+        )
         if setting == "ts_test":
             extra["grid"] = students.grid_
             chosen = next(r for r in students.grid_ if (r["alpha"], r["beta"]) == (students.alpha_, students.beta_))
-            extra["failed"] = failed_members("student", chosen["member_dev_ccc"], students.histories_,
-                                             group=f"{self.label} {self.name}")
+            extra["failed"] = failed_members(
+                "student", chosen["member_dev_ccc"], students.histories_, group=f"{self.label} {self.name}"
+            )
         self.record(setting, members.mean(axis=0), extra, {"members": members, "std": members.std(axis=0)})
         shutil.rmtree(self.work / setting, ignore_errors=True)
 
@@ -542,15 +657,27 @@ def collect(run_dir: str | Path, config: Config) -> tuple[pd.DataFrame, pd.DataF
             for path in sorted(folder.glob("*.json")):
                 info = json.loads(path.read_text(encoding="utf-8"))
                 for attribute, value in info["ccc"].items():
-                    rows.append({"trial": t, "setting": info["setting"], "attribute": attribute,
-                                 "ccc": np.nan if value is None else value})
+                    rows.append(
+                        {
+                            "trial": t,
+                            "setting": info["setting"],
+                            "attribute": attribute,
+                            "ccc": np.nan if value is None else value,
+                        }
+                    )
                 for point in info.get("grid", []):
                     if point.get("eliminated"):  # dropped by successive halving: no full-budget score
                         point = {**point, "dev_ccc": None}
                     for attribute in attributes:
-                        grid_rows.append({"trial": t, "attribute": attribute if len(attributes) == 1 else name,
-                                          "alpha": point["alpha"], "beta": point["beta"],
-                                          "dev_ccc": np.nan if point["dev_ccc"] is None else point["dev_ccc"]})
+                        grid_rows.append(
+                            {
+                                "trial": t,
+                                "attribute": attribute if len(attributes) == 1 else name,
+                                "alpha": point["alpha"],
+                                "beta": point["beta"],
+                                "dev_ccc": np.nan if point["dev_ccc"] is None else point["dev_ccc"],
+                            }
+                        )
             teachers, students = folder / "teachers.npz", folder / "ts_test.npz"
             if teachers.is_file() and students.is_file():
                 t_std, s_std = np.load(teachers)["one_pass_std"], np.load(students)["std"]
@@ -615,8 +742,12 @@ def _config_identity(config: Config) -> dict[str, Any]:
 def _prepare_run_dir(run_dir: Path, config: Config, data: Dataset, meta: dict[str, Any]) -> None:
     """Create the run folder, or check that it holds a run of the same config and data."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    identity = {"config": _config_identity(config), "feature_set": data.feature_set,
-                "splits": data.split_counts(), "n_features": int(data.X.shape[1])}
+    identity = {
+        "config": _config_identity(config),
+        "feature_set": data.feature_set,
+        "splits": data.split_counts(),
+        "n_features": int(data.X.shape[1]),
+    }
     path = run_dir / "run.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -632,23 +763,37 @@ def _prepare_run_dir(run_dir: Path, config: Config, data: Dataset, meta: dict[st
     from serdistill.study.report import _VERSIONED
 
     write_text(run_dir / "config.toml", config.to_toml())
-    write_json(run_dir / "meta.json", {
-        **meta, "versions": installed_versions(*_VERSIONED), "feature_set": data.feature_set, "splits": data.split_counts(),
-        "dropped_files": len(data.dropped),
-        "seeds": {str(t): trial_seed(config, t) for t in range(config.protocol.trials)},
-        **({"folds": _fold_record(data, config)} if config.protocol.folds else {}),
-    })
+    write_json(
+        run_dir / "meta.json",
+        {
+            **meta,
+            "versions": installed_versions(*_VERSIONED),
+            "feature_set": data.feature_set,
+            "splits": data.split_counts(),
+            "dropped_files": len(data.dropped),
+            "seeds": {str(t): trial_seed(config, t) for t in range(config.protocol.trials)},
+            **({"folds": _fold_record(data, config)} if config.protocol.folds else {}),
+        },
+    )
 
 
 def _fold_record(data: Dataset, config: Config) -> dict[str, Any]:
     """Which speakers test and develop in each fold, and which runs belong to it (for meta.json)."""
     assignment = speaker_folds_of(data, config)
     K, T = config.protocol.folds, config.protocol.trials
-    return {"k": K, "trials_per_fold": T,
-            "folds": [{"fold": f, "runs": [t * K + f for t in range(T)],
-                       "test_speakers": sorted(s for s, g in assignment.items() if g == f),
-                       "development_speakers": sorted(s for s, g in assignment.items() if g == (f + 1) % K)}
-                      for f in range(K)]}
+    return {
+        "k": K,
+        "trials_per_fold": T,
+        "folds": [
+            {
+                "fold": f,
+                "runs": [t * K + f for t in range(T)],
+                "test_speakers": sorted(s for s, g in assignment.items() if g == f),
+                "development_speakers": sorted(s for s, g in assignment.items() if g == (f + 1) % K),
+            }
+            for f in range(K)
+        ],
+    }
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> str:
@@ -659,8 +804,16 @@ def _diff(a: Any, b: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: was {a!r}, now {b!r}"
 
 
-def _write_outputs(run_dir: Path, config: Config, settings: list[str], not_run: dict[str, str],
-                   meta: dict[str, Any], *, final: bool, report: bool = True) -> ExperimentResult:
+def _write_outputs(
+    run_dir: Path,
+    config: Config,
+    settings: list[str],
+    not_run: dict[str, str],
+    meta: dict[str, Any],
+    *,
+    final: bool,
+    report: bool = True,
+) -> ExperimentResult:
     results, grid, consistency = collect(run_dir, config)
     path = None
     if report and len(results):
@@ -669,17 +822,27 @@ def _write_outputs(run_dir: Path, config: Config, settings: list[str], not_run: 
         saved = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
         trials_done = sorted(set(results["trial"]))
         title = "serdistill experiment" if final else "serdistill experiment (in progress)"
-        path = write_report(run_dir, results, grid=grid if len(grid) else None,
-                            consistency=consistency if len(consistency) else None, config=config,
-                            meta={**saved, **meta, "not_run": not_run, "title": title,
-                                  "failed": collect_failed(run_dir, config),
-                                  "trials_finished": f"{len(trials_done)} of {len(units(config))}"})
+        path = write_report(
+            run_dir,
+            results,
+            grid=grid if len(grid) else None,
+            consistency=consistency if len(consistency) else None,
+            config=config,
+            meta={
+                **saved,
+                **meta,
+                "not_run": not_run,
+                "title": title,
+                "failed": collect_failed(run_dir, config),
+                "trials_finished": f"{len(trials_done)} of {len(units(config))}",
+            },
+        )
         if len(grid):
             with atomic_path(run_dir / "grid.csv") as tmp:
                 grid.to_csv(tmp, index=False)
         if len(consistency):
             with atomic_path(run_dir / "consistency.csv") as tmp:
                 consistency.to_csv(tmp, index=False, float_format="%.6g")
-    return ExperimentResult(run_dir=run_dir, results=results, grid=grid, consistency=consistency,
-                            report=path, not_run=not_run)
-
+    return ExperimentResult(
+        run_dir=run_dir, results=results, grid=grid, consistency=consistency, report=path, not_run=not_run
+    )

@@ -1,4 +1,4 @@
-""""What held": the paper's claims checked against an experiment's numbers, per attribute.
+""" "What held": the paper's claims checked against an experiment's numbers, per attribute.
 
 Four claims, each judged per attribute from the results (nothing is written in advance):
 
@@ -12,6 +12,7 @@ Verdicts: :data:`HELD` (in the claimed direction and, where a test applies, p �
 :data:`MEAN_ONLY` (the direction holds but the test is not significant), :data:`NOT_HELD`,
 and :data:`NOT_TESTED` (a setting or the data is missing).
 """
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,9 @@ def _above(analysis: Analysis, reference: str, frame, claim: str, attribute: str
         + ")."
     )
     if math.isfinite(paper_new) and math.isfinite(paper_ref):
-        detail += (f" Paper: {paper_new:.4f} vs {paper_ref:.4f} "
-                   f"({fmt_pct(float(relative_improvement(paper_new, paper_ref)))}).")
+        detail += (
+            f" Paper: {paper_new:.4f} vs {paper_ref:.4f} ({fmt_pct(float(relative_improvement(paper_new, paper_ref)))})."
+        )
     return Finding(claim, attribute, verdict, detail)
 
 
@@ -99,8 +101,10 @@ def _consistency(medians: Mapping[str, float] | None, attribute: str) -> Finding
         return Finding(CLAIM_CONSISTENCY, attribute, NOT_TESTED, "no consistency data for both ensembles")
     teachers, students = medians["teachers_median"], medians["students_median"]
     ratio = students / teachers if teachers > 0 else math.nan
-    detail = (f"median std across students {students:.4f} vs across teachers {teachers:.4f} "
-              f"(ratio {ratio:.2f}; {int(medians['students_n'])} and {int(medians['teachers_n'])} values)")
+    detail = (
+        f"median std across students {students:.4f} vs across teachers {teachers:.4f} "
+        f"(ratio {ratio:.2f}; {int(medians['students_n'])} and {int(medians['teachers_n'])} values)"
+    )
     return Finding(CLAIM_CONSISTENCY, attribute, HELD if students < teachers else NOT_HELD, detail)
 
 
@@ -113,8 +117,10 @@ def _ablation(analysis: Analysis, attribute: str) -> Finding:
     rank = 1 + sum(means[k] > means[FULL_MODEL] for k in means)
     tests = analysis.vs_full.xs(attribute, level="attribute")
     significant = int(tests["significant"].sum())
-    detail = (f"the full model ({means[FULL_MODEL]:.4f}) ranks {rank} of {len(rows)}; significantly better "
-              f"than {significant} of {len(tests)} other rows (p ≤ {analysis.alpha:g})")
+    detail = (
+        f"the full model ({means[FULL_MODEL]:.4f}) ranks {rank} of {len(rows)}; significantly better "
+        f"than {significant} of {len(tests)} other rows (p ≤ {analysis.alpha:g})"
+    )
     weaker = [_row_name(get_setting(k)) for k, sig in tests["significant"].items() if not sig]
     if weaker and rank == 1:
         detail += f"; not significantly better than {', '.join(weaker)}"
@@ -142,11 +148,16 @@ def _agreement(rows, means: Mapping[str, float], attribute: str) -> str:
 
 def findings_blocks(items: list[Finding]) -> list[Block]:
     """The "What held" section body: per claim, a heading with the count and one line per attribute."""
-    blocks = [Block("legend", (
-        "Computed from the numbers in this report. 'held': in the claimed direction and, where a "
-        "paired one-tailed t-test applies, significant; 'held in the mean, not significant': the "
-        "direction holds but the test does not reach the level; the consistency claim compares medians."
-    ))]
+    blocks = [
+        Block(
+            "legend",
+            (
+                "Computed from the numbers in this report. 'held': in the claimed direction and, where a "
+                "paired one-tailed t-test applies, significant; 'held in the mean, not significant': the "
+                "direction holds but the test does not reach the level; the consistency claim compares medians."
+            ),
+        )
+    ]
     for claim in dict.fromkeys(f.claim for f in items):
         rows = [f for f in items if f.claim == claim]
         tested = [f for f in rows if f.verdict != NOT_TESTED]

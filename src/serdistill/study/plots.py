@@ -4,6 +4,7 @@ Figures are built as :class:`matplotlib.figure.Figure` objects, without ``pyplot
 global backend or figure state is touched and nothing needs a display. Each function takes
 a tidy table and a path and returns the path.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,10 +65,26 @@ def plot_ccc_bars(summary: pd.DataFrame, path: str | os.PathLike[str], *, n_tria
             papers.append(get_setting(key).paper_ccc(attribute))
             colours.append(_TABLE_COLOURS[get_setting(key).table])
         mean_a, std_a, paper_a = np.array(means), np.array(stds), np.array(papers)
-        ax.barh(y, mean_a, xerr=std_a, color=colours, alpha=0.85, height=0.7,
-                error_kw={"capsize": 3, "ecolor": "#333333", "elinewidth": 1.2})
-        ax.plot(paper_a, y - 0.22, "D", markerfacecolor="white", markeredgecolor="black", markersize=5,
-                linestyle="none", label="paper (Sridhar & Busso 2020)", zorder=3)
+        ax.barh(
+            y,
+            mean_a,
+            xerr=std_a,
+            color=colours,
+            alpha=0.85,
+            height=0.7,
+            error_kw={"capsize": 3, "ecolor": "#333333", "elinewidth": 1.2},
+        )
+        ax.plot(
+            paper_a,
+            y - 0.22,
+            "D",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            markersize=5,
+            linestyle="none",
+            label="paper (Sridhar & Busso 2020)",
+            zorder=3,
+        )
         ax.set_xlim(*_zoom(np.concatenate([mean_a - std_a, mean_a + std_a, paper_a])))
         ax.set_title(_title(attribute))
         ax.set_xlabel(f"CCC, mean ± std over {n_trials} trials\n(axis zoomed, not from 0)")
@@ -142,8 +159,7 @@ def _annotate(ax, values: np.ndarray, image) -> None:
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
             dark = image.norm(value) < 0.6
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=size,
-                    color="white" if dark else "black")
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=size, color="white" if dark else "black")
 
 
 def plot_consistency(consistency: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -169,8 +185,9 @@ def plot_consistency(consistency: pd.DataFrame, path: str | os.PathLike[str]) ->
             if values.size == 0:
                 continue
             median = float(np.median(values))
-            ax.hist(values, bins=bins, alpha=0.55, color=_WHO_COLOURS[who],
-                    label=f"{who.capitalize()} (median {median:.3f})")
+            ax.hist(
+                values, bins=bins, alpha=0.55, color=_WHO_COLOURS[who], label=f"{who.capitalize()} (median {median:.3f})"
+            )
             ax.axvline(median, color=_WHO_COLOURS[who], linestyle="--", linewidth=1.2)
         ax.set_title(_title(attribute))
         ax.set_xlabel("std of the N members' predictions")
@@ -180,8 +197,9 @@ def plot_consistency(consistency: pd.DataFrame, path: str | os.PathLike[str]) ->
     return _save(fig, path)
 
 
-def timeline_plot(rows: pd.DataFrame, path: str | os.PathLike[str], *, title: str = "",
-                  label_range: tuple[float, float] = (1.0, 7.0)) -> Path:
+def timeline_plot(
+    rows: pd.DataFrame, path: str | os.PathLike[str], *, title: str = "", label_range: tuple[float, float] = (1.0, 7.0)
+) -> Path:
     """One file's segment predictions over time: a panel per attribute, the students' mean at
     each segment's middle, a band of +-1 std (their disagreement), the label scale as limits.
 

@@ -14,6 +14,7 @@ Examples:
     | 1 | a\\|b |
     <BLANKLINE>
 """
+
 from __future__ import annotations
 
 import base64
@@ -160,7 +161,7 @@ def to_html(blocks: Sequence[Block], *, base: str | os.PathLike[str], title: str
     """The blocks as one self-contained HTML page; images under ``base`` are embedded."""
     body = "\n".join(_html_block(b, Path(base)) for b in blocks)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
     )
@@ -178,7 +179,8 @@ def _html_table(table: Table) -> str:
     for row in table.rows:
         cells = "".join(
             f'<td class="num">{html.escape(c)}</td>' if _NUMBER.match(c) else f"<td>{html.escape(c, quote=False)}</td>"
-            for c in row)
+            for c in row
+        )
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody>\n</table>")
     return "\n".join(out)
@@ -198,8 +200,10 @@ def _html_block(block: Block, base: Path) -> str:
         return _html_table(content)
     if kind == "image":
         data = base64.b64encode((base / content).read_bytes()).decode("ascii")
-        return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.extra)}">'
-                f"<figcaption>{html.escape(block.extra)}</figcaption></figure>")
+        return (
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.extra)}">'
+            f"<figcaption>{html.escape(block.extra)}</figcaption></figure>"
+        )
     if kind == "code":
         return f"<pre><code>{html.escape(content)}</code></pre>"
     if kind == "details":

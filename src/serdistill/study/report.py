@@ -20,6 +20,7 @@ Marks, all at p ≤ alpha (paired one-tailed t-tests over trials): † significa
 than the baseline, ‡ than the teachers' ensemble (Table 1); ``*`` the full model
 significantly better than every other row run (Table 2).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,11 +94,15 @@ def _table1_row(analysis: Analysis, key: str) -> list[str]:
             row += ["—", paper, "—", "—"]
             continue
         marks = (MARK_BASELINE if _significant(analysis.vs_baseline, key, attribute) else "") + (
-            MARK_TEACHERS if _significant(analysis.vs_teachers, key, attribute) else "")
+            MARK_TEACHERS if _significant(analysis.vs_teachers, key, attribute) else ""
+        )
         stats = analysis.summary.loc[(key, attribute)]
-        row += [f"{fmt_pm(stats['mean'], stats['std'])} {marks}".rstrip(), paper,
-                _rel(analysis.vs_baseline, key, attribute, BASELINE),
-                _rel(analysis.vs_teachers, key, attribute, TEACHERS)]
+        row += [
+            f"{fmt_pm(stats['mean'], stats['std'])} {marks}".rstrip(),
+            paper,
+            _rel(analysis.vs_baseline, key, attribute, BASELINE),
+            _rel(analysis.vs_teachers, key, attribute, TEACHERS),
+        ]
     return row
 
 
@@ -168,8 +173,11 @@ def full_model_beats_all(analysis: Analysis, attribute: str) -> bool:
     """Whether the full model is significantly better than every other Table 2 row run."""
     if analysis.vs_full is None:
         return False
-    tests = analysis.vs_full.xs(attribute, level="attribute") if attribute in set(
-        analysis.vs_full.index.get_level_values("attribute")) else None
+    tests = (
+        analysis.vs_full.xs(attribute, level="attribute")
+        if attribute in set(analysis.vs_full.index.get_level_values("attribute"))
+        else None
+    )
     return bool(tests is not None and len(tests) and tests["significant"].all())
 
 
@@ -184,8 +192,18 @@ def table2_legend(analysis: Analysis) -> str:
 
 def significance_table(analysis: Analysis) -> Table:
     """Table 1's tests in detail: each setting against the baseline and the teachers."""
-    header = ["Setting", "Attribute", "n", "vs base Δ", "vs base t", "vs base p",
-              "vs teach Δ", "vs teach t", "vs teach p", "note"]
+    header = [
+        "Setting",
+        "Attribute",
+        "n",
+        "vs base Δ",
+        "vs base t",
+        "vs base p",
+        "vs teach Δ",
+        "vs teach t",
+        "vs teach p",
+        "note",
+    ]
     rows = []
     for key, attribute in analysis.summary.index:
         if get_setting(key).table == 2:
@@ -197,8 +215,11 @@ def significance_table(analysis: Analysis) -> Table:
             if test is None or test["note"] == "reference":
                 row += ["—", "—", "—"]
                 continue
-            row += [fmt_pct(test["rel_improvement"]), fmt_t(test["t"]),
-                    fmt_p(test["p"]) + (f" {mark}" if test["significant"] else "")]
+            row += [
+                fmt_pct(test["rel_improvement"]),
+                fmt_t(test["t"]),
+                fmt_p(test["p"]) + (f" {mark}" if test["significant"] else ""),
+            ]
             notes += [test["note"]] if test["note"] else []
         rows.append(row + ["; ".join(dict.fromkeys(notes))])
     return Table(header, rows)
@@ -212,9 +233,18 @@ def ablation_significance_table(analysis: Analysis) -> Table:
     for (key, attribute), test in frame.iterrows():
         unlabelled, mc, n = get_setting(key).ablation or (False, False, 0)
         name = f"{'yes' if unlabelled else 'no'}, {'yes' if mc else 'no'}, {n}"
-        rows.append([name, attribute, fmt_ccc(test["mean"]), fmt_ccc(test["best_mean"]),
-                     fmt_pct(test["rel_improvement"]), fmt_t(test["t"]),
-                     fmt_p(test["p"]) + (" (significant)" if test["significant"] else ""), test["note"]])
+        rows.append(
+            [
+                name,
+                attribute,
+                fmt_ccc(test["mean"]),
+                fmt_ccc(test["best_mean"]),
+                fmt_pct(test["rel_improvement"]),
+                fmt_t(test["t"]),
+                fmt_p(test["p"]) + (" (significant)" if test["significant"] else ""),
+                test["note"],
+            ]
+        )
     return Table(header, rows)
 
 
@@ -248,8 +278,13 @@ def _alpha_from(config: Any) -> float:
 # JSON
 
 
-def summary_json(analysis: Analysis, *, grid: pd.DataFrame | None = None,
-                 consistency: pd.DataFrame | None = None, findings: list | None = None) -> dict[str, Any]:
+def summary_json(
+    analysis: Analysis,
+    *,
+    grid: pd.DataFrame | None = None,
+    consistency: pd.DataFrame | None = None,
+    findings: list | None = None,
+) -> dict[str, Any]:
     """Means, std, paper values, tests, α/β choices, consistency medians and findings."""
     settings = {}
     for key in order_settings(analysis.table["setting"]):
@@ -259,20 +294,27 @@ def summary_json(analysis: Analysis, *, grid: pd.DataFrame | None = None,
             if not analysis.has(key, attribute):
                 continue
             stats = analysis.summary.loc[(key, attribute)]
-            entry = {"n": int(stats["n"]), "mean": stats["mean"], "std": stats["std"],
-                     "paper": setting.paper_ccc(attribute)}
-            for name, frame in (("vs_baseline", analysis.vs_baseline), ("vs_teachers", analysis.vs_teachers),
-                                ("full_model_vs_this", analysis.vs_full)):
+            entry = {"n": int(stats["n"]), "mean": stats["mean"], "std": stats["std"], "paper": setting.paper_ccc(attribute)}
+            for name, frame in (
+                ("vs_baseline", analysis.vs_baseline),
+                ("vs_teachers", analysis.vs_teachers),
+                ("full_model_vs_this", analysis.vs_full),
+            ):
                 test = _test(frame, key, attribute)
                 if test is not None and test["note"] != "reference":
                     entry[name] = {k: test[k] for k in ("rel_improvement", "n_paired", "t", "p", "significant", "note")}
             per_attribute[attribute] = entry
         ablation = None if setting.ablation is None else dict(zip(("unlabelled", "mc_dropout", "n"), setting.ablation))
-        settings[key] = {"label": setting.label, "table": setting.table, "ablation": ablation,
-                         "attributes": per_attribute}
-    out = {"schema": SUMMARY_SCHEMA, "alpha": analysis.alpha, "n_trials": len(analysis.trials),
-           "trials": analysis.trials, "attributes": analysis.attributes, "settings": settings,
-           "not_run": analysis.not_run}
+        settings[key] = {"label": setting.label, "table": setting.table, "ablation": ablation, "attributes": per_attribute}
+    out = {
+        "schema": SUMMARY_SCHEMA,
+        "alpha": analysis.alpha,
+        "n_trials": len(analysis.trials),
+        "trials": analysis.trials,
+        "attributes": analysis.attributes,
+        "settings": settings,
+        "not_run": analysis.not_run,
+    }
     if grid is not None:
         out["alpha_beta"] = chosen_alpha_beta(grid).to_dict(orient="index")
     if consistency is not None:
@@ -314,17 +356,16 @@ def write_report(
     """
     run_dir = Path(run_dir)
     meta = dict(meta or {})
-    analysis = analyse(results, alpha=_alpha_from(config) if alpha is None else alpha,
-                       not_run=meta.get("not_run"))
+    analysis = analyse(results, alpha=_alpha_from(config) if alpha is None else alpha, not_run=meta.get("not_run"))
     analysis = dataclasses.replace(analysis, cross_validation=bool(meta.get("folds")))
     grid = None if grid is None else validate_grid(grid)  # every input is checked before any write
     consistency_long = None if consistency is None else consistency_table(consistency)
     run_dir.mkdir(parents=True, exist_ok=True)
-    blocks, items = build_report(run_dir, analysis, grid=grid, consistency=consistency_long,
-                                 config=flatten_config(config), meta=meta)
+    blocks, items = build_report(
+        run_dir, analysis, grid=grid, consistency=consistency_long, config=flatten_config(config), meta=meta
+    )
     write_results(run_dir, results)
-    write_json(run_dir / "summary.json", summary_json(analysis, grid=grid, consistency=consistency_long,
-                                                      findings=items))
+    write_json(run_dir / "summary.json", summary_json(analysis, grid=grid, consistency=consistency_long, findings=items))
     write_text(run_dir / "report.html", to_html(blocks, base=run_dir, title=meta.get("title", "serdistill report")))
     write_text(run_dir / "report.md", to_markdown(blocks))
     return run_dir / "report.md"
@@ -334,24 +375,44 @@ def write_report(
 # The document
 
 
-def build_report(run_dir: Path, analysis: Analysis, *, grid: pd.DataFrame | None, consistency: pd.DataFrame | None,
-                 config: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[list[Block], list[Finding]]:
+def build_report(
+    run_dir: Path,
+    analysis: Analysis,
+    *,
+    grid: pd.DataFrame | None,
+    consistency: pd.DataFrame | None,
+    config: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> tuple[list[Block], list[Finding]]:
     """The report's blocks, drawing its figures into ``run_dir/figures``; and its findings."""
     medians = consistency_medians(consistency) if consistency is not None else None
     items = findings(analysis, medians=medians)
     blocks = _header(analysis, config, meta)
-    blocks += [Block("h2", "Table 1: the settings compared"), Block("table", table1(analysis)),
-               Block("legend", table1_legend(analysis)), Block("h3", "Tests against the baseline and the teachers"),
-               Block("table", significance_table(analysis)),
-               Block("legend", "Δ: relative improvement of the means; t, p: paired one-tailed t-test over "
-                               "trials (H1: the setting is better); n: trials.")]
+    blocks += [
+        Block("h2", "Table 1: the settings compared"),
+        Block("table", table1(analysis)),
+        Block("legend", table1_legend(analysis)),
+        Block("h3", "Tests against the baseline and the teachers"),
+        Block("table", significance_table(analysis)),
+        Block(
+            "legend",
+            "Δ: relative improvement of the means; t, p: paired one-tailed t-test over "
+            "trials (H1: the setting is better); n: trials.",
+        ),
+    ]
     blocks += _references_section(analysis)
     blocks += _folds_section(analysis, meta.get("folds"))
     blocks += _failed_section(meta.get("failed"))
     blocks += _table2_section(analysis)
     blocks += [Block("h2", "CCC per setting")]
-    blocks += _figure(run_dir, "ccc_per_setting.png", "Mean test CCC per setting, error bars: std over trials",
-                      "plot_ccc_bars", _bar_rows(analysis), n_trials=len(analysis.trials))
+    blocks += _figure(
+        run_dir,
+        "ccc_per_setting.png",
+        "Mean test CCC per setting, error bars: std over trials",
+        "plot_ccc_bars",
+        _bar_rows(analysis),
+        n_trials=len(analysis.trials),
+    )
     if grid is not None:
         blocks += _grid_section(run_dir, grid)
     if consistency is not None:
@@ -372,19 +433,23 @@ def _header(analysis: Analysis, config: Mapping[str, Any], meta: Mapping[str, An
     date = meta.get("date") or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     trials = analysis.trials
     items = [f"{name.capitalize()}: {meta[name]}" for name in ("corpus", "manifest") if meta.get(name)]
-    items += [f"Trials: {len(trials)} (ids {', '.join(map(str, trials))})",
-              f"Significance: paired one-tailed t-test over trials, p ≤ {analysis.alpha:g}",
-              f"Date: {date}",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in
-                                       dict(meta.get("versions") or installed_versions(*_VERSIONED)).items())]
+    items += [
+        f"Trials: {len(trials)} (ids {', '.join(map(str, trials))})",
+        f"Significance: paired one-tailed t-test over trials, p ≤ {analysis.alpha:g}",
+        f"Date: {date}",
+        "Versions: "
+        + ", ".join(f"{k} {v}" for k, v in dict(meta.get("versions") or installed_versions(*_VERSIONED)).items()),
+    ]
     if meta.get("seeds") is not None:
         items.append(f"Seeds: {meta['seeds']}")
     if meta.get("folds"):
         folds = meta["folds"]
-        items.append(f"Speaker-independent cross-validation: {folds['k']} folds x {folds['trials_per_fold']} trials "
-                     f"(run u = fold u mod {folds['k']}, trial u div {folds['k']}); "
-                     "test speakers per fold: " + "; ".join(
-                         f"{f['fold'] + 1}: {', '.join(map(str, f['test_speakers']))}" for f in folds["folds"]))
+        items.append(
+            f"Speaker-independent cross-validation: {folds['k']} folds x {folds['trials_per_fold']} trials "
+            f"(run u = fold u mod {folds['k']}, trial u div {folds['k']}); "
+            "test speakers per fold: "
+            + "; ".join(f"{f['fold'] + 1}: {', '.join(map(str, f['test_speakers']))}" for f in folds["folds"])
+        )
     known = {"corpus", "manifest", "command", "date", "versions", "seeds", "not_run", "title", "folds", "failed"}
     items += [f"{k}: {v}" for k, v in meta.items() if k not in known]
     blocks = [Block("h1", meta.get("title", "serdistill experiment report")), Block("list", items)]
@@ -392,8 +457,14 @@ def _header(analysis: Analysis, config: Mapping[str, Any], meta: Mapping[str, An
         blocks += [Block("p", "Command:"), Block("code", str(meta["command"]))]
     if config:
         rows = [[k, _config_value(v)] for k, v in config.items()]
-        blocks.append(Block("details", None, extra=f"Configuration ({len(rows)} values)",
-                            children=[Block("table", Table(["key", "value"], rows))]))
+        blocks.append(
+            Block(
+                "details",
+                None,
+                extra=f"Configuration ({len(rows)} values)",
+                children=[Block("table", Table(["key", "value"], rows))],
+            )
+        )
     return blocks
 
 
@@ -412,10 +483,23 @@ def references_table(analysis: Analysis) -> Table:
             if test is None or not analysis.has(reference, attribute):
                 continue
             new, old = analysis.mean(STUDENTS, attribute), analysis.mean(reference, attribute)
-            verdict = ("significantly above" if test["significant"] else "above, not significant") if new > old \
+            verdict = (
+                ("significantly above" if test["significant"] else "above, not significant")
+                if new > old
                 else ("equal" if new == old else "below")
-            rows.append([get_setting(reference).label, attribute, fmt_ccc(new), fmt_ccc(old),
-                         fmt_pct(test["rel_improvement"]), fmt_t(test["t"]), fmt_p(test["p"]), verdict])
+            )
+            rows.append(
+                [
+                    get_setting(reference).label,
+                    attribute,
+                    fmt_ccc(new),
+                    fmt_ccc(old),
+                    fmt_pct(test["rel_improvement"]),
+                    fmt_t(test["t"]),
+                    fmt_p(test["p"]),
+                    verdict,
+                ]
+            )
     return Table(header, rows)
 
 
@@ -425,12 +509,18 @@ def _references_section(analysis: Analysis) -> list[Block]:
     table = references_table(analysis)
     if not table.rows:
         return []
-    return [Block("h3", "The students against every reference"), Block("table", table),
-            Block("legend", f"Students: {get_setting(STUDENTS).label}. Ridge regression and the linear SVR are "
-                            "fitted on the same normalised features and split, their regularisation chosen on the "
-                            "development set; they are not in the paper. Δ: relative improvement of the means; "
-                            f"t, p: paired one-tailed t-test over runs (H1: the students are better), p ≤ "
-                            f"{analysis.alpha:g} for 'significantly'.")]
+    return [
+        Block("h3", "The students against every reference"),
+        Block("table", table),
+        Block(
+            "legend",
+            f"Students: {get_setting(STUDENTS).label}. Ridge regression and the linear SVR are "
+            "fitted on the same normalised features and split, their regularisation chosen on the "
+            "development set; they are not in the paper. Δ: relative improvement of the means; "
+            f"t, p: paired one-tailed t-test over runs (H1: the students are better), p ≤ "
+            f"{analysis.alpha:g} for 'significantly'.",
+        ),
+    ]
 
 
 def folds_table(analysis: Analysis, folds: Mapping[str, Any], attribute: str) -> Table:
@@ -444,8 +534,10 @@ def folds_table(analysis: Analysis, folds: Mapping[str, Any], attribute: str) ->
     for f in folds["folds"]:
         if f["fold"] not in means.index.get_level_values("fold"):
             continue
-        rows.append([str(f["fold"] + 1), ", ".join(map(str, f["test_speakers"]))]
-                    + [fmt_ccc(means.get((f["fold"], k), math.nan)) for k in keys])
+        rows.append(
+            [str(f["fold"] + 1), ", ".join(map(str, f["test_speakers"]))]
+            + [fmt_ccc(means.get((f["fold"], k), math.nan)) for k in keys]
+        )
     return Table(["Fold", "test speakers", *[get_setting(k).label for k in keys]], rows)
 
 
@@ -455,8 +547,9 @@ def _folds_section(analysis: Analysis, folds: Mapping[str, Any] | None) -> list[
     blocks = [Block("h3", "Per fold")]
     for attribute in analysis.attributes:
         blocks += [Block("p", f"{attribute.capitalize()}:"), Block("table", folds_table(analysis, folds, attribute))]
-    return blocks + [Block("legend", "Mean test CCC of each fold over its trials. The means and tests above pool "
-                                     "every fold x trial run.")]
+    return blocks + [
+        Block("legend", "Mean test CCC of each fold over its trials. The means and tests above pool every fold x trial run.")
+    ]
 
 
 def _failed_section(failed: list[Mapping[str, Any]] | None) -> list[Block]:
@@ -464,14 +557,32 @@ def _failed_section(failed: list[Mapping[str, Any]] | None) -> list[Block]:
         return []
     blocks = [Block("h3", "Failed models")]
     if not failed:
-        return blocks + [Block("p", "None: every teacher and every chosen student (T-S (test)) is within the "
-                                    "margin of its siblings' median development CCC (serdistill.method.health).")]
-    rows = [[str(f["trial"]), f["group"], f"{f['stage']} {f['member'] + 1}",
-             fmt_ccc(math.nan if f["dev_ccc"] is None else f["dev_ccc"]), fmt_ccc(f["siblings"]), f["reason"]]
-            for f in failed]
-    return blocks + [Block("table", Table(["Run", "Attribute", "Model", "dev CCC", "siblings' median", "reason"], rows)),
-                     Block("legend", "Members whose development CCC is far below their siblings' median "
-                                     "(0.15 CCC, or 30% of the median when that is more).")]
+        return blocks + [
+            Block(
+                "p",
+                "None: every teacher and every chosen student (T-S (test)) is within the "
+                "margin of its siblings' median development CCC (serdistill.method.health).",
+            )
+        ]
+    rows = [
+        [
+            str(f["trial"]),
+            f["group"],
+            f"{f['stage']} {f['member'] + 1}",
+            fmt_ccc(math.nan if f["dev_ccc"] is None else f["dev_ccc"]),
+            fmt_ccc(f["siblings"]),
+            f["reason"],
+        ]
+        for f in failed
+    ]
+    return blocks + [
+        Block("table", Table(["Run", "Attribute", "Model", "dev CCC", "siblings' median", "reason"], rows)),
+        Block(
+            "legend",
+            "Members whose development CCC is far below their siblings' median "
+            "(0.15 CCC, or 30% of the median when that is more).",
+        ),
+    ]
 
 
 def _table2_section(analysis: Analysis) -> list[Block]:
@@ -479,8 +590,12 @@ def _table2_section(analysis: Analysis) -> list[Block]:
     ran = [s for s in table_settings(2) if analysis.has(s.key) and s.key != FULL_MODEL]
     if not ran:
         return blocks + [Block("p", "Not run: the results hold no ablation rows besides the full model.")]
-    blocks += [Block("table", table2(analysis)), Block("legend", table2_legend(analysis)),
-               Block("h3", "Tests: the full model against each row"), Block("table", ablation_significance_table(analysis))]
+    blocks += [
+        Block("table", table2(analysis)),
+        Block("legend", table2_legend(analysis)),
+        Block("h3", "Tests: the full model against each row"),
+        Block("table", ablation_significance_table(analysis)),
+    ]
     return blocks
 
 
@@ -489,30 +604,67 @@ def _grid_section(run_dir: Path, grid: pd.DataFrame) -> list[Block]:
     rows = []
     for attribute, row in chosen.iterrows():
         picks = "; ".join(f"α {a:g}, β {b:g} ×{n}" for a, b, n in row["per_trial"])
-        rows.append([attribute, f"{row['alpha']:g}", f"{row['beta']:g}", fmt_ccc(row["dev_ccc"]),
-                     str(int(row["n_trials"])), picks])
+        rows.append(
+            [attribute, f"{row['alpha']:g}", f"{row['beta']:g}", fmt_ccc(row["dev_ccc"]), str(int(row["n_trials"])), picks]
+        )
     table = Table(["Attribute", "α", "β", "mean dev CCC", "trials", "each trial's best"], rows)
-    blocks = [Block("h2", "The α/β grid (development set)"), Block("table", table),
-              Block("legend", "α weighs 1 − CCC, β the MSE between student and teacher embeddings (Eq. 1). "
-                              "α, β: the grid point with the best development CCC averaged over trials.")]
-    return blocks + _figure(run_dir, "alpha_beta.png", "Mean development CCC over the α × β grid (best outlined)",
-                            "plot_alpha_beta", grid_means(grid))
+    blocks = [
+        Block("h2", "The α/β grid (development set)"),
+        Block("table", table),
+        Block(
+            "legend",
+            "α weighs 1 − CCC, β the MSE between student and teacher embeddings (Eq. 1). "
+            "α, β: the grid point with the best development CCC averaged over trials.",
+        ),
+    ]
+    return blocks + _figure(
+        run_dir,
+        "alpha_beta.png",
+        "Mean development CCC over the α × β grid (best outlined)",
+        "plot_alpha_beta",
+        grid_means(grid),
+    )
 
 
-def _consistency_section(run_dir: Path, consistency: pd.DataFrame,
-                         medians: Mapping[str, Mapping[str, float]]) -> list[Block]:
+def _consistency_section(
+    run_dir: Path, consistency: pd.DataFrame, medians: Mapping[str, Mapping[str, float]]
+) -> list[Block]:
     rows = []
     for attribute, entry in medians.items():
         t, s = entry["teachers_median"], entry["students_median"]
-        rows.append([attribute, fmt_ccc(t), fmt_ccc(s), f"{s / t:.2f}" if t > 0 else "—",
-                     str(int(entry["teachers_n"])), str(int(entry["students_n"]))])
-    table = Table(["Attribute", "teachers median std", "students median std", "students / teachers",
-                   "teacher values", "student values"], rows)
-    blocks = [Block("h2", "Figure 2: consistency of the ensembles"), Block("table", table),
-              Block("legend", "Per test segment, the std of the N teachers' predictions (one MC dropout "
-                              "pass each) and of the N students' predictions.")]
-    return blocks + _figure(run_dir, "consistency.png", "Std across teachers vs across students, per attribute",
-                            "plot_consistency", consistency)
+        rows.append(
+            [
+                attribute,
+                fmt_ccc(t),
+                fmt_ccc(s),
+                f"{s / t:.2f}" if t > 0 else "—",
+                str(int(entry["teachers_n"])),
+                str(int(entry["students_n"])),
+            ]
+        )
+    table = Table(
+        [
+            "Attribute",
+            "teachers median std",
+            "students median std",
+            "students / teachers",
+            "teacher values",
+            "student values",
+        ],
+        rows,
+    )
+    blocks = [
+        Block("h2", "Figure 2: consistency of the ensembles"),
+        Block("table", table),
+        Block(
+            "legend",
+            "Per test segment, the std of the N teachers' predictions (one MC dropout "
+            "pass each) and of the N students' predictions.",
+        ),
+    ]
+    return blocks + _figure(
+        run_dir, "consistency.png", "Std across teachers vs across students, per attribute", "plot_consistency", consistency
+    )
 
 
 def _figure(run_dir: Path, name: str, caption: str, function: str, data: Any, **kwargs: Any) -> list[Block]:
@@ -520,7 +672,6 @@ def _figure(run_dir: Path, name: str, caption: str, function: str, data: Any, **
     try:
         from serdistill.study import plots
     except ImportError:  # pragma: no cover - matplotlib is an optional extra
-        return [Block("p", f"{caption}: not drawn, matplotlib is not installed "
-                           "(pip install 'serdistill[plots]').")]
+        return [Block("p", f"{caption}: not drawn, matplotlib is not installed (pip install 'serdistill[plots]').")]
     getattr(plots, function)(data, run_dir / "figures" / name, **kwargs)
     return [Block("image", f"figures/{name}", extra=caption)]

@@ -24,6 +24,7 @@ Examples:
     >>> results_to_json(table)["settings"]["baseline"]["ccc"]
     {'arousal': [0.6, None]}
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,6 @@ from serdistill.study.settings import get_setting, order_settings
 
 RESULT_COLUMNS: tuple[str, ...] = ("trial", "setting", "attribute", "ccc")
 RESULTS_SCHEMA = "serdistill-results/1"
-
-
 
 
 def validate_results(results: pd.DataFrame) -> pd.DataFrame:
@@ -88,7 +87,6 @@ def attributes_in(results: pd.DataFrame) -> list[str]:
     return [a for a in ATTRIBUTES if a in present]
 
 
-
 GRID_COLUMNS: tuple[str, ...] = ("attribute", "alpha", "beta", "dev_ccc")
 
 
@@ -116,7 +114,6 @@ def validate_grid(grid: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-
 def consistency_table(consistency: Any) -> pd.DataFrame:
     """Figure 2's data as a long table with columns ``attribute``, ``who``, ``std``.
 
@@ -130,8 +127,9 @@ def consistency_table(consistency: Any) -> pd.DataFrame:
     if isinstance(consistency, pd.DataFrame):
         missing = {"attribute", "who", "std"} - set(consistency.columns)
         if missing:
-            raise ResultsError(f"Consistency table lacks column(s) {sorted(missing)}; "
-                               f"expected attribute, who (teachers|students), std.")
+            raise ResultsError(
+                f"Consistency table lacks column(s) {sorted(missing)}; expected attribute, who (teachers|students), std."
+            )
         table = consistency[["attribute", "who", "std"]].astype({"attribute": str, "who": str, "std": float})
     elif isinstance(consistency, Mapping):
         table = pd.DataFrame(list(_consistency_rows(consistency)), columns=["attribute", "who", "std"])
@@ -150,8 +148,10 @@ def _consistency_rows(data: Mapping[str, Any]):
             if not isinstance(inner, Mapping):
                 values = np.asarray(inner, dtype=np.float64)
                 if values.ndim != 2 or values.shape[1] != len(ATTRIBUTES):
-                    raise ResultsError(f"Consistency {outer!r} as an array must have shape "
-                                       f"(segments, {len(ATTRIBUTES)}); got {values.shape}.")
+                    raise ResultsError(
+                        f"Consistency {outer!r} as an array must have shape "
+                        f"(segments, {len(ATTRIBUTES)}); got {values.shape}."
+                    )
                 inner = {a: values[:, i] for i, a in enumerate(ATTRIBUTES)}
             for attribute, stds in inner.items():
                 yield from ((attribute, outer, float(s)) for s in np.ravel(stds))
@@ -160,7 +160,6 @@ def _consistency_rows(data: Mapping[str, Any]):
                 yield from ((outer, who, float(s)) for s in np.ravel(stds))
         else:
             raise ResultsError(f"Consistency key {outer!r} must map to teachers/students std arrays.")
-
 
 
 def results_to_json(results: pd.DataFrame) -> dict[str, Any]:
@@ -183,10 +182,13 @@ def results_from_json(data: Mapping[str, Any]) -> pd.DataFrame:
     """The long results table back from :func:`results_to_json`'s shape."""
     if data.get("schema") != RESULTS_SCHEMA:
         raise ResultsError(f"Expected results JSON with schema {RESULTS_SCHEMA!r}; got {data.get('schema')!r}.")
-    rows = [(trial, key, attribute, value)
-            for key, entry in data["settings"].items()
-            for attribute, values in entry["ccc"].items()
-            for trial, value in zip(data["trials"], values) if value is not None]
+    rows = [
+        (trial, key, attribute, value)
+        for key, entry in data["settings"].items()
+        for attribute, values in entry["ccc"].items()
+        for trial, value in zip(data["trials"], values)
+        if value is not None
+    ]
     return validate_results(pd.DataFrame(rows, columns=["trial", "setting", "attribute", "ccc"]))
 
 
@@ -218,8 +220,10 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     if path.is_dir():
         path = path / "results.csv" if (path / "results.csv").exists() else path / "results.json"
     if not path.is_file():
-        raise ResultsError(f"No results file at {path}; expected results.csv or results.json "
-                           f"written by an experiment (or pass the run folder).")
+        raise ResultsError(
+            f"No results file at {path}; expected results.csv or results.json "
+            f"written by an experiment (or pass the run folder)."
+        )
     if path.suffix == ".json":
         import json
 
@@ -228,4 +232,3 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         except (ValueError, KeyError, TypeError) as err:
             raise ResultsError(f"{path} is not a results JSON ({err}).") from err
     return validate_results(pd.read_csv(path))
-

@@ -16,6 +16,7 @@ Examples:
     >>> order_settings(["mine", "teachers", "baseline"])
     ['baseline', 'teachers', 'mine']
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -70,8 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(SVR, "Linear SVR (reference)", 1, (_NAN, _NAN, _NAN)),
     Setting(TEACHERS, "Teachers' MC ensemble", 1, (0.7217, 0.3184, 0.6480)),
     Setting(STUDENTS, "T-S (test)", 1, (0.7345, 0.3230, 0.6652)),
-    Setting("ts_unlabeled", "T-S (unlabeled)", 1, (0.7322, 0.3219, 0.6625),
-            missing="not run: no unlabeled split"),
+    Setting("ts_unlabeled", "T-S (unlabeled)", 1, (0.7322, 0.3219, 0.6625), missing="not run: no unlabeled split"),
     Setting("ts_pseudo", "T-S (pseudo-label)", 1, (0.7290, 0.3213, 0.6558)),
     Setting("ts_top75", "T-S (top 75%)", 1, (0.7279, 0.3205, 0.6508)),
     Setting(FULL_MODEL, "Full model", 2, (0.7345, 0.3230, 0.6652), (True, True, 5)),

@@ -23,6 +23,7 @@ Examples:
     >>> round(relative_improvement(0.7345, 0.7045), 4)
     0.0426
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,6 @@ from serdistill.study.settings import BASELINE, order_settings
 #: Differences at most this large count as no difference (CCC is in [-1, 1]; float64
 #: rounding of CCC values is ~1e-16, so 1e-12 only catches "the same numbers").
 TIE_TOLERANCE = 1e-12
-
 
 
 class UndefinedTestWarning(RuntimeWarning):
@@ -126,7 +126,6 @@ def relative_improvement(new: float | np.ndarray, ref: float | np.ndarray) -> fl
 # Results tables
 
 
-
 def _by_trial(results: pd.DataFrame, setting: str, attribute: str) -> pd.Series:
     rows = results[(results["setting"] == setting) & (results["attribute"] == attribute)]
     return rows.set_index("trial")["ccc"].sort_index()
@@ -193,7 +192,11 @@ def compare(results: pd.DataFrame, *, reference: str = BASELINE, alpha: float = 
 
 
 def compare_to_others(
-    results: pd.DataFrame, *, best: str, others: Sequence[str] | None = None, alpha: float = 0.01,
+    results: pd.DataFrame,
+    *,
+    best: str,
+    others: Sequence[str] | None = None,
+    alpha: float = 0.01,
 ) -> pd.DataFrame:
     """``best`` against each of ``others``: H1 mean(best − other) > 0 (Table 2's test).
 
@@ -231,11 +234,9 @@ def _compare_one(table: pd.DataFrame, new: str, ref: str, attribute: str, *, alp
     new_s, ref_s = _by_trial(table, new, attribute), _by_trial(table, ref, attribute)
     ref_mean = float(ref_s.mean()) if len(ref_s) else math.nan
     new_mean = float(new_s.mean()) if len(new_s) else math.nan
-    out = {"reference": ref, "reference_mean": ref_mean,
-           "rel_improvement": relative_improvement(new_mean, ref_mean)}
+    out = {"reference": ref, "reference_mean": ref_mean, "rel_improvement": relative_improvement(new_mean, ref_mean)}
     if new == ref:
-        return {**out, "n_paired": len(new_s), "t": math.nan, "p": math.nan,
-                "significant": False, "note": "reference"}
+        return {**out, "n_paired": len(new_s), "t": math.nan, "p": math.nan, "significant": False, "note": "reference"}
     paired = pd.concat([new_s.rename("new"), ref_s.rename("ref")], axis=1, join="inner").dropna()
     t, p, note = _ttest(paired["new"].to_numpy(), paired["ref"].to_numpy())
     if ref_s.empty:
@@ -243,8 +244,14 @@ def _compare_one(table: pd.DataFrame, new: str, ref: str, attribute: str, *, alp
     unpaired = sorted(set(new_s.index) ^ set(ref_s.index))
     if unpaired and not ref_s.empty:
         note = "; ".join(filter(None, [note, f"trials {unpaired} lack one side: left out"]))
-    return {**out, "n_paired": len(paired), "t": t, "p": p,
-            "significant": bool(p <= alpha) if not math.isnan(p) else False, "note": note}
+    return {
+        **out,
+        "n_paired": len(paired),
+        "t": t,
+        "p": p,
+        "significant": bool(p <= alpha) if not math.isnan(p) else False,
+        "note": note,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -279,7 +286,9 @@ def chosen_alpha_beta(grid: pd.DataFrame) -> pd.DataFrame:
         picks = sub.loc[sub.groupby("trial")["dev_ccc"].idxmax(), ["alpha", "beta"]]
         counts = picks.value_counts(sort=True)
         rows[attribute] = {
-            "alpha": float(alpha), "beta": float(beta), "dev_ccc": float(stacked.max()),
+            "alpha": float(alpha),
+            "beta": float(beta),
+            "dev_ccc": float(stacked.max()),
             "n_trials": int(sub["trial"].nunique()),
             "per_trial": [(float(a), float(b), int(c)) for (a, b), c in counts.items()],
         }
@@ -311,4 +320,3 @@ def consistency_medians(consistency: pd.DataFrame) -> dict[str, dict[str, float]
             entry[f"{who}_n"] = int(len(values))
         out[attribute] = entry
     return out
-

@@ -1,4 +1,5 @@
 """Helpers the recipes share: folder checks, audio headers, categorical targets, summaries."""
+
 from __future__ import annotations
 
 import logging
@@ -25,18 +26,21 @@ def check_root(root: str | os.PathLike[str], *, recipe: str, hint: str) -> Path:
     path = Path(root).absolute()
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
-        raise CorpusError(f"The {recipe} corpus folder {path} {what}; expected a folder with {hint}. "
-                          "Pass the folder that holds the corpus as ROOT.")
+        raise CorpusError(
+            f"The {recipe} corpus folder {path} {what}; expected a folder with {hint}. "
+            "Pass the folder that holds the corpus as ROOT."
+        )
     return path
 
 
-def find_audio(folder: Path, *, recursive: bool = True,
-               extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
+def find_audio(folder: Path, *, recursive: bool = True, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
     """Audio files under ``folder`` (hidden files and folders skipped), sorted by path."""
     pattern = folder.rglob("*") if recursive else folder.glob("*")
     found = [
-        p for p in pattern
-        if p.suffix.lower() in extensions and p.is_file()
+        p
+        for p in pattern
+        if p.suffix.lower() in extensions
+        and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
     return sorted(found)
@@ -113,8 +117,12 @@ def categorical_manifest(
     frame["duration"] = durations(frame["file"].tolist(), progress=True).round(4)
     empty = frame["duration"] <= 0
     if empty.any():
-        log.warning("%s: skipped %d file(s) that hold no audio samples: %s.", recipe, int(empty.sum()),
-                    examples(frame.loc[empty, "file"]))
+        log.warning(
+            "%s: skipped %d file(s) that hold no audio samples: %s.",
+            recipe,
+            int(empty.sum()),
+            examples(frame.loc[empty, "file"]),
+        )
         frame = frame[~empty].reset_index(drop=True)
     genders = dict(zip(frame["speaker"], frame["gender"]))
     assignment = assign_speakers(frame["speaker"], genders=genders, proportions=proportions, seed=seed)
@@ -136,8 +144,10 @@ def summarize(manifest: Manifest) -> str:
     """A few lines saying what the manifest holds: files, speakers and labels per split."""
     table = manifest.table
     labelled = table[list(ATTRIBUTES)].notna().any(axis=1)
-    lines = [f"{len(table)} files, {table['speaker'].nunique()} speakers, "
-             f"{int(labelled.sum())} labelled, {int((~labelled).sum())} unlabelled"]
+    lines = [
+        f"{len(table)} files, {table['speaker'].nunique()} speakers, "
+        f"{int(labelled.sum())} labelled, {int((~labelled).sum())} unlabelled"
+    ]
     known = ("train", "development", "test")
     order = [s for s in known if s in manifest.splits]
     order += sorted(s for s in manifest.splits if s not in known and s != "unlabeled")

@@ -16,6 +16,7 @@ derived targets) comes from the best source present, recorded in ``intensity_sou
 
 Gender comes from ``VideoDemographics.csv`` (``ActorID, Sex``) when present.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,17 +45,27 @@ PATTERN = re.compile(
     r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>ANG|DIS|FEA|HAP|NEU|SAD)_(?P<level>LO|MD|HI|XX)$"
 )
 EMOTIONS: dict[str, tuple[str, str]] = {  # code -> (norms row, rating letter)
-    "ANG": ("anger", "A"), "DIS": ("disgust", "D"), "FEA": ("fear", "F"),
-    "HAP": ("happiness", "H"), "NEU": ("neutral", "N"), "SAD": ("sadness", "S"),
+    "ANG": ("anger", "A"),
+    "DIS": ("disgust", "D"),
+    "FEA": ("fear", "F"),
+    "HAP": ("happiness", "H"),
+    "NEU": ("neutral", "N"),
+    "SAD": ("sadness", "S"),
 }
 LEVELS: dict[str, float] = {"LO": 0.5, "MD": 0.75, "HI": 1.0, "XX": 0.75}
 SENTENCES: dict[str, str] = {
-    "IEO": "It's eleven o'clock", "TIE": "That is exactly what happened",
-    "IOM": "I'm on my way to the meeting", "IWW": "I wonder what this is about",
-    "TAI": "The airplane is almost full", "MTI": "Maybe tomorrow it will be cold",
-    "IWL": "I would like a new alarm clock", "ITH": "I think I have a doctor's appointment",
-    "DFA": "Don't forget a jacket", "ITS": "I think I've seen this before",
-    "TSI": "The surface is slick", "WSI": "We'll stop in a couple of minutes",
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
+    "WSI": "We'll stop in a couple of minutes",
 }
 VOICE_QUERY = 1  # tabulatedVotes ids are query type * 100000 + clip number; 1 = voice only
 
@@ -77,12 +88,13 @@ def build(
     Raises:
         CorpusError: no usable file, or unreadable rating tables.
     """
-    root = check_root(root, recipe=NAME,
-                      hint="AudioWAV/AAAA_SSS_EEE_LL.wav files, e.g. AudioWAV/1001_DFA_ANG_XX.wav")
+    root = check_root(root, recipe=NAME, hint="AudioWAV/AAAA_SSS_EEE_LL.wav files, e.g. AudioWAV/1001_DFA_ANG_XX.wav")
     files = find_audio(root)
     if not files:
-        raise CorpusError(f"CREMA-D folder {root} holds no .wav or .flac files (searched recursively); "
-                          "expected AudioWAV/1001_DFA_ANG_XX.wav and the like.")
+        raise CorpusError(
+            f"CREMA-D folder {root} holds no .wav or .flac files (searched recursively); "
+            "expected AudioWAV/1001_DFA_ANG_XX.wav and the like."
+        )
     rows, unmatched = [], []
     for file in files:
         match = PATTERN.match(file.stem)
@@ -90,14 +102,22 @@ def build(
             unmatched.append(str(file.relative_to(root)))
             continue
         category, letter = EMOTIONS[match["emotion"]]
-        rows.append({
-            "file": str(file), "speaker": match["actor"], "category": category, "letter": letter,
-            "level": match["level"], "sentence": SENTENCES.get(match["sentence"], match["sentence"]),
-            "utterance": file.stem,
-        })
+        rows.append(
+            {
+                "file": str(file),
+                "speaker": match["actor"],
+                "category": category,
+                "letter": letter,
+                "level": match["level"],
+                "sentence": SENTENCES.get(match["sentence"], match["sentence"]),
+                "utterance": file.stem,
+            }
+        )
     if unmatched:
-        message = (f"{len(unmatched)} of {len(files)} audio file(s) under {root} are not named like CREMA-D "
-                   f"(AAAA_SSS_EEE_LL, emotion ANG/DIS/FEA/HAP/NEU/SAD, level LO/MD/HI/XX): {examples(unmatched)}")
+        message = (
+            f"{len(unmatched)} of {len(files)} audio file(s) under {root} are not named like CREMA-D "
+            f"(AAAA_SSS_EEE_LL, emotion ANG/DIS/FEA/HAP/NEU/SAD, level LO/MD/HI/XX): {examples(unmatched)}"
+        )
         if not rows:
             raise CorpusError(message + ". Rename them or point ROOT at a CREMA-D copy.")
         log.warning("%s; skipped.", message)
@@ -105,13 +125,23 @@ def build(
     frame["gender"] = _genders(root, frame["speaker"])
     frame = _add_strength(root, frame)
     frame = frame.drop(columns=["letter"])
-    return categorical_manifest(frame, root=root, recipe=NAME, norms=norms or load_norms(),
-                                categories=[c for c, _ in EMOTIONS.values()], seed=seed, proportions=proportions)
+    return categorical_manifest(
+        frame,
+        root=root,
+        recipe=NAME,
+        norms=norms or load_norms(),
+        categories=[c for c, _ in EMOTIONS.values()],
+        seed=seed,
+        proportions=proportions,
+    )
 
 
 def _find(root: Path, name: str) -> Path | None:
-    for candidate in (root / "processedResults" / name, root / name,
-                      root / "data" / "InfoAndStats" / "processedResults" / name):
+    for candidate in (
+        root / "processedResults" / name,
+        root / name,
+        root / "data" / "InfoAndStats" / "processedResults" / name,
+    ):
         if candidate.is_file():
             return candidate
     found = sorted(root.rglob(name))
@@ -122,22 +152,22 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CorpusError(f"CREMA-D table {path} is not a readable CSV ({err}). "
-                          "Re-download it or remove it.") from err
+        raise CorpusError(f"CREMA-D table {path} is not a readable CSV ({err}). Re-download it or remove it.") from err
     lowered = {str(c).lower(): c for c in table.columns}
     missing = [c for c in required if c.lower() not in lowered]
     if missing:
-        raise CorpusError(f"CREMA-D table {path} lacks the column(s) {', '.join(missing)}; it has "
-                          f"{', '.join(map(str, table.columns))}. Expected the release's {path.name}, "
-                          "or remove the file to fall back on the level codes.")
+        raise CorpusError(
+            f"CREMA-D table {path} lacks the column(s) {', '.join(missing)}; it has "
+            f"{', '.join(map(str, table.columns))}. Expected the release's {path.name}, "
+            "or remove the file to fall back on the level codes."
+        )
     return table.rename(columns={lowered[c.lower()]: c for c in required})
 
 
 def _genders(root: Path, speakers: pd.Series) -> pd.Series:
     path = _find(root, "VideoDemographics.csv")
     if path is None:
-        log.info("CREMA-D: VideoDemographics.csv not found; speakers have no gender "
-                 "(splits are not gender-balanced).")
+        log.info("CREMA-D: VideoDemographics.csv not found; speakers have no gender (splits are not gender-balanced).")
         return pd.Series([""] * len(speakers), index=speakers.index)
     table = _read_csv(path, ["ActorID", "Sex"])
     sex = dict(zip(table["ActorID"].astype(str).str.zfill(4), table["Sex"].map(normalise_gender)))
@@ -153,8 +183,7 @@ def _add_strength(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
     elif summary_path is not None:
         frame = _from_summary(frame, summary_path)
     else:
-        log.info("CREMA-D: no processedResults/tabulatedVotes.csv or summaryTable.csv; "
-                 "strength from the level codes.")
+        log.info("CREMA-D: no processedResults/tabulatedVotes.csv or summaryTable.csv; strength from the level codes.")
     by_level = frame["level"].map(LEVELS)
     frame["strength"] = frame["intensity"].where(frame["intensity"].notna(), by_level)
     frame.loc[frame["intensity"].isna(), "intensity_source"] = "level_code"
@@ -171,7 +200,8 @@ def _from_votes(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     responses = pd.to_numeric(voice["numResponses"], errors="coerce").replace(0, np.nan)
     share = {
         name: pd.to_numeric(voice.at[name, letter], errors="coerce") / responses[name]
-        for name, letter in zip(frame["utterance"], frame["letter"]) if name in voice.index
+        for name, letter in zip(frame["utterance"], frame["letter"])
+        if name in voice.index
     }
     frame["intensity"] = frame["utterance"].map(share).astype(float).round(4)
     frame.loc[frame["intensity"].notna(), "intensity_source"] = "voice_agreement"

@@ -8,6 +8,7 @@ Layout: ``ROOT/audio/SSTTTEV.flac`` (or ``.wav``), e.g. ``03a01Fa``: speaker ``0
 columns ``utterance, recognition_pct, naturalness_pct``. The share of listeners who
 recognised the emotion scales the derived targets (``strength = recognition_pct / 100``).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,14 +28,26 @@ from serdistill.data.manifest import Manifest
 NAME = "emodb"
 PATTERN = re.compile(r"^(?P<speaker>\d{2})(?P<sentence>[ab]\d{2})(?P<code>[WLEAFTN])(?P<version>[a-z])$")
 EMOTIONS: dict[str, str] = {
-    "W": "anger", "L": "boredom", "E": "disgust", "A": "fear",
-    "F": "happiness", "T": "sadness", "N": "neutral",
+    "W": "anger",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happiness",
+    "T": "sadness",
+    "N": "neutral",
 }
 # speaker -> (gender, age), from the corpus documentation
 SPEAKERS: dict[str, tuple[str, int]] = {
-    "03": ("male", 31), "08": ("female", 34), "09": ("female", 21), "10": ("male", 32),
-    "11": ("male", 26), "12": ("male", 30), "13": ("female", 32), "14": ("female", 35),
-    "15": ("male", 25), "16": ("female", 31),
+    "03": ("male", 31),
+    "08": ("female", 34),
+    "09": ("female", 21),
+    "10": ("male", 32),
+    "11": ("male", 26),
+    "12": ("male", 30),
+    "13": ("female", 32),
+    "14": ("female", 35),
+    "15": ("male", 25),
+    "16": ("female", 31),
 }
 
 
@@ -68,16 +81,20 @@ def build(
     Raises:
         CorpusError: the folder, the file names or ``ratings.tsv`` do not fit the layout.
     """
-    root = check_root(default_root() if root is None else root, recipe=NAME,
-                      hint="audio/SSTTTEV.flac files (e.g. audio/03a01Fa.flac)")
+    root = check_root(
+        default_root() if root is None else root, recipe=NAME, hint="audio/SSTTTEV.flac files (e.g. audio/03a01Fa.flac)"
+    )
     audio = root / "audio"
     if not audio.is_dir():
-        raise CorpusError(f"EmoDB folder {root} has no audio/ folder; expected audio/SSTTTEV.flac "
-                          "files (e.g. audio/03a01Fa.flac). Pass the folder that holds audio/.")
+        raise CorpusError(
+            f"EmoDB folder {root} has no audio/ folder; expected audio/SSTTTEV.flac "
+            "files (e.g. audio/03a01Fa.flac). Pass the folder that holds audio/."
+        )
     files = find_audio(audio, recursive=False)
     if not files:
-        raise CorpusError(f"EmoDB audio folder {audio} holds no .flac or .wav files; expected "
-                          "535 files named SSTTTEV, e.g. 03a01Fa.flac.")
+        raise CorpusError(
+            f"EmoDB audio folder {audio} holds no .flac or .wav files; expected 535 files named SSTTTEV, e.g. 03a01Fa.flac."
+        )
     rows, unmatched = [], []
     for file in files:
         match = PATTERN.match(file.stem)
@@ -86,22 +103,39 @@ def build(
             continue
         speaker = match["speaker"]
         gender, age = SPEAKERS.get(speaker, ("", np.nan))
-        rows.append({
-            "file": str(file), "speaker": speaker, "gender": gender, "age": age,
-            "sentence": match["sentence"], "code": match["code"],
-            "category": EMOTIONS[match["code"]], "version": match["version"], "utterance": file.stem,
-        })
+        rows.append(
+            {
+                "file": str(file),
+                "speaker": speaker,
+                "gender": gender,
+                "age": age,
+                "sentence": match["sentence"],
+                "code": match["code"],
+                "category": EMOTIONS[match["code"]],
+                "version": match["version"],
+                "utterance": file.stem,
+            }
+        )
     if unmatched:
-        message = (f"{len(unmatched)} of {len(files)} file name(s) in {audio} do not follow EmoDB's "
-                   f"SSTTTEV pattern (e.g. 03a01Fa: speaker, sentence a01..b10, emotion "
-                   f"W/L/E/A/F/T/N, version): {examples(unmatched)}")
+        message = (
+            f"{len(unmatched)} of {len(files)} file name(s) in {audio} do not follow EmoDB's "
+            f"SSTTTEV pattern (e.g. 03a01Fa: speaker, sentence a01..b10, emotion "
+            f"W/L/E/A/F/T/N, version): {examples(unmatched)}"
+        )
         if not rows:
             raise CorpusError(message + ". Rename them or point ROOT at an EmoDB copy.")
         log.warning("%s; skipped.", message)
     frame = pd.DataFrame(rows)
     frame = _add_ratings(frame, root / "ratings.tsv")
-    return categorical_manifest(frame, root=root, recipe=NAME, norms=norms or load_norms(),
-                                categories=list(EMOTIONS.values()), seed=seed, proportions=proportions)
+    return categorical_manifest(
+        frame,
+        root=root,
+        recipe=NAME,
+        norms=norms or load_norms(),
+        categories=list(EMOTIONS.values()),
+        seed=seed,
+        proportions=proportions,
+    )
 
 
 def _add_ratings(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -115,13 +149,17 @@ def _add_ratings(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     try:
         ratings = pd.read_csv(path, sep="\t", dtype={"utterance": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CorpusError(f"EmoDB ratings {path} is not a readable TSV ({err}); expected the columns "
-                          "utterance, recognition_pct, naturalness_pct.") from err
+        raise CorpusError(
+            f"EmoDB ratings {path} is not a readable TSV ({err}); expected the columns "
+            "utterance, recognition_pct, naturalness_pct."
+        ) from err
     missing = [c for c in ("utterance", "recognition_pct") if c not in ratings.columns]
     if missing:
-        raise CorpusError(f"EmoDB ratings {path} lacks the column(s) {', '.join(missing)}; it has "
-                          f"{', '.join(map(str, ratings.columns))}. Expected utterance, recognition_pct, "
-                          "naturalness_pct (tab-separated).")
+        raise CorpusError(
+            f"EmoDB ratings {path} lacks the column(s) {', '.join(missing)}; it has "
+            f"{', '.join(map(str, ratings.columns))}. Expected utterance, recognition_pct, "
+            "naturalness_pct (tab-separated)."
+        )
     ratings = ratings.drop_duplicates("utterance").set_index("utterance")
     recognition = pd.to_numeric(ratings["recognition_pct"], errors="coerce") / 100.0
     naturalness = pd.to_numeric(ratings.get("naturalness_pct", pd.Series(dtype=float)), errors="coerce") / 100.0
@@ -129,7 +167,11 @@ def _add_ratings(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     frame["naturalness"] = frame["utterance"].map(naturalness).round(4)
     unrated = frame["intensity"].isna()
     if unrated.any():
-        log.warning("%d EmoDB file(s) have no recognition rating in %s (e.g. %s); they get full strength.",
-                    int(unrated.sum()), path, examples(frame.loc[unrated, "utterance"]))
+        log.warning(
+            "%d EmoDB file(s) have no recognition rating in %s (e.g. %s); they get full strength.",
+            int(unrated.sum()),
+            path,
+            examples(frame.loc[unrated, "utterance"]),
+        )
     frame["strength"] = frame["intensity"].fillna(1.0)
     return frame

@@ -5,6 +5,7 @@ A categorical label (anger, sadness, ...) becomes arousal, valence and dominance
 says how strongly the utterance expresses its emotion. The default table is the NRC VAD
 Lexicon v1.0 (Mohammad, ACL 2018), documented in ``serdistill/data/vad_norms.md``.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,9 @@ class Norms:
                 "(emotion,valence,arousal,dominance on 1..7) or use the default table."
             )
 
-    def nearest(self, predictions: pd.DataFrame, *, label_range: tuple[float, float] = (1.0, 7.0)
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(
+        self, predictions: pd.DataFrame, *, label_range: tuple[float, float] = (1.0, 7.0)
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The emotion word whose norms are nearest each row of ``predictions``, and the distance.
 
         A heuristic, not a classifier: distances are Euclidean in the VAD space normalised
@@ -122,8 +124,9 @@ def load_norms(path: str | os.PathLike[str] | None = None) -> Norms:
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CorpusError(f"Norms table {path} is not a readable CSV ({err}); expected a CSV "
-                          f"with the columns {', '.join(NORM_COLUMNS)}.") from err
+        raise CorpusError(
+            f"Norms table {path} is not a readable CSV ({err}); expected a CSV with the columns {', '.join(NORM_COLUMNS)}."
+        ) from err
     return _validate(frame, source=str(path))
 
 
@@ -154,9 +157,7 @@ def _validate(frame: pd.DataFrame, *, source: str) -> Norms:
         outside = (values[attribute] < SCALE[0]) | (values[attribute] > SCALE[1])
         if outside.any():
             shown = ", ".join(f"{e}={values[attribute][i]:g}" for i, e in emotions[outside].items())
-            problems.append(
-                f"{attribute} is outside 1..7 for {shown} (NRC-VAD's 0..1 scores map as 1 + 6*x)."
-            )
+            problems.append(f"{attribute} is outside 1..7 for {shown} (NRC-VAD's 0..1 scores map as 1 + 6*x).")
     if NEUTRAL not in set(emotions):
         problems.append("there is no 'neutral' row; targets are scaled around it (use 4,4,4 for the midpoint).")
     if problems:

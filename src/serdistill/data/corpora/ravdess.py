@@ -5,6 +5,7 @@ File names ``MM-VV-EE-II-SS-RR-AA.wav`` (or ``.flac``), found anywhere under ROO
 ``01``..``08``, intensity ``01`` normal / ``02`` strong, statement, repetition, actor
 ``01``..``24`` (odd = male). Targets are scaled by intensity: normal 0.75, strong 1.0.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,14 @@ PATTERN = re.compile(
     r"(?P<statement>\d{2})-(?P<repetition>\d{2})-(?P<actor>\d{2})$"
 )
 EMOTIONS: dict[str, str] = {
-    "01": "neutral", "02": "calm", "03": "happiness", "04": "sadness",
-    "05": "anger", "06": "fear", "07": "disgust", "08": "surprise",
+    "01": "neutral",
+    "02": "calm",
+    "03": "happiness",
+    "04": "sadness",
+    "05": "anger",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
 }
 INTENSITY: dict[str, tuple[str, float]] = {"01": ("normal", 0.75), "02": ("strong", 1.0)}
 STATEMENTS: dict[str, str] = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
@@ -51,12 +58,13 @@ def build(
     Raises:
         CorpusError: no usable file, or a layout that is not RAVDESS's.
     """
-    root = check_root(root, recipe=NAME,
-                      hint="files named MM-VV-EE-II-SS-RR-AA.wav, e.g. Actor_01/03-01-05-02-01-01-01.wav")
+    root = check_root(root, recipe=NAME, hint="files named MM-VV-EE-II-SS-RR-AA.wav, e.g. Actor_01/03-01-05-02-01-01-01.wav")
     files = find_audio(root)
     if not files:
-        raise CorpusError(f"RAVDESS folder {root} holds no .wav or .flac files (searched recursively); "
-                          "expected files like Actor_01/03-01-05-02-01-01-01.wav.")
+        raise CorpusError(
+            f"RAVDESS folder {root} holds no .wav or .flac files (searched recursively); "
+            "expected files like Actor_01/03-01-05-02-01-01-01.wav."
+        )
     rows, unmatched, other_modality = [], [], 0
     seen: dict[str, os.PathLike[str]] = {}
     for file in files:
@@ -68,38 +76,61 @@ def build(
             other_modality += 1
             continue
         if file.stem in seen:
-            log.warning("RAVDESS file %s appears twice (%s and %s); the first is used.",
-                        file.stem, seen[file.stem], file)
+            log.warning("RAVDESS file %s appears twice (%s and %s); the first is used.", file.stem, seen[file.stem], file)
             continue
         seen[file.stem] = file
         actor = match["actor"]
         level, strength = INTENSITY[match["intensity"]]
-        rows.append({
-            "file": str(file), "speaker": actor, "gender": "male" if int(actor) % 2 else "female",
-            "category": EMOTIONS[match["emotion"]], "level": level, "strength": strength,
-            "sentence": STATEMENTS[match["statement"]], "repetition": int(match["repetition"]),
-        })
+        rows.append(
+            {
+                "file": str(file),
+                "speaker": actor,
+                "gender": "male" if int(actor) % 2 else "female",
+                "category": EMOTIONS[match["emotion"]],
+                "level": level,
+                "strength": strength,
+                "sentence": STATEMENTS[match["statement"]],
+                "repetition": int(match["repetition"]),
+            }
+        )
     if other_modality:
-        log.info("RAVDESS: skipped %d file(s) that are not audio-only speech (modality 03, vocal channel 01).",
-                 other_modality)
+        log.info(
+            "RAVDESS: skipped %d file(s) that are not audio-only speech (modality 03, vocal channel 01).", other_modality
+        )
     if unmatched:
-        message = (f"{len(unmatched)} of {len(files)} audio file(s) under {root} are not named like RAVDESS "
-                   f"(MM-VV-EE-II-SS-RR-AA with emotion 01-08, intensity 01-02, actor 01-24): "
-                   f"{examples(unmatched)}")
+        message = (
+            f"{len(unmatched)} of {len(files)} audio file(s) under {root} are not named like RAVDESS "
+            f"(MM-VV-EE-II-SS-RR-AA with emotion 01-08, intensity 01-02, actor 01-24): "
+            f"{examples(unmatched)}"
+        )
         if not rows:
             raise CorpusError(message + ". Rename them or point ROOT at a RAVDESS copy.")
         log.warning("%s; skipped.", message)
     if not rows:
-        raise CorpusError(f"RAVDESS folder {root} has no audio-only speech files (modality 03, vocal "
-                          f"channel 01); {other_modality} file(s) of other modalities or song were skipped. "
-                          "Download the Audio_Speech_Actors_01-24 archive.")
+        raise CorpusError(
+            f"RAVDESS folder {root} has no audio-only speech files (modality 03, vocal "
+            f"channel 01); {other_modality} file(s) of other modalities or song were skipped. "
+            "Download the Audio_Speech_Actors_01-24 archive."
+        )
     frame = pd.DataFrame(rows)
-    return categorical_manifest(frame, root=root, recipe=NAME, norms=norms or load_norms(),
-                                categories=list(EMOTIONS.values()), seed=seed, proportions=proportions)
+    return categorical_manifest(
+        frame,
+        root=root,
+        recipe=NAME,
+        norms=norms or load_norms(),
+        categories=list(EMOTIONS.values()),
+        seed=seed,
+        proportions=proportions,
+    )
 
 
 def _valid(match: re.Match[str]) -> bool:
-    return (match["emotion"] in EMOTIONS and match["intensity"] in INTENSITY
-            and match["statement"] in STATEMENTS and match["repetition"] in ("01", "02")
-            and 1 <= int(match["actor"]) <= 24 and match["modality"] in ("01", "02", "03")
-            and match["channel"] in ("01", "02"))
+    return (
+        match["emotion"] in EMOTIONS
+        and match["intensity"] in INTENSITY
+        and match["statement"] in STATEMENTS
+        and match["repetition"] in ("01", "02")
+        and 1 <= int(match["actor"]) <= 24
+        and match["modality"] in ("01", "02", "03")
+        and match["channel"] in ("01", "02")
+    )

@@ -1,4 +1,5 @@
 """The recipe registry: one obvious call, ``build_manifest(name, root, **options)``."""
+
 from __future__ import annotations
 
 import importlib
@@ -35,30 +36,51 @@ class Recipe:
     def build(self, root: str | os.PathLike[str] | None, **options: Any) -> Manifest:
         """Run the recipe (imports its module on first use); ``root=None``: the embedded copy."""
         if root is None and not self.embedded:
-            raise CorpusError(f"The {self.name} recipe needs ROOT, the corpus folder ({self.layout}); "
-                              "only emodb ships with serdistill.")
+            raise CorpusError(
+                f"The {self.name} recipe needs ROOT, the corpus folder ({self.layout}); only emodb ships with serdistill."
+            )
         return importlib.import_module(self.module).build(root, **options)
 
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
-        Recipe("msp-podcast", "MSP-Podcast: rated arousal/valence/dominance, its own splits, unannotated pool",
-               "Audios/*.wav, Labels/labels_consensus.csv (or labels_concensus.csv / .json)",
-               "serdistill.data.corpora.msp_podcast", frozenset({"min_duration", "max_duration"})),
-        Recipe("emodb", "EmoDB (German, 10 speakers, 7 emotions): targets derived from word norms",
-               "audio/SSTTTEV.flac (e.g. 03a01Fa.flac), optional ratings.tsv",
-               "serdistill.data.corpora.emodb", _CATEGORICAL, embedded=True),
-        Recipe("ravdess", "RAVDESS speech (24 actors, 8 emotions x 2 intensities): derived targets",
-               "03-01-EE-II-SS-RR-AA.wav anywhere below ROOT (other modalities skipped)",
-               "serdistill.data.corpora.ravdess", _CATEGORICAL),
-        Recipe("cremad", "CREMA-D (91 actors, 6 emotions): derived targets, voice-only ratings",
-               "AudioWAV/1001_DFA_ANG_XX.wav, optional processedResults/, VideoDemographics.csv",
-               "serdistill.data.corpora.cremad", _CATEGORICAL),
-        Recipe("synthetic", "espeak-ng speech whose prosody follows sampled targets (demo, not emotion)",
-               "an output folder; the audio is generated there (needs espeak-ng)",
-               "serdistill.data.corpora.synthetic",
-               frozenset({"seed", "proportions", "n_files", "num_workers", "progress"})),
+        Recipe(
+            "msp-podcast",
+            "MSP-Podcast: rated arousal/valence/dominance, its own splits, unannotated pool",
+            "Audios/*.wav, Labels/labels_consensus.csv (or labels_concensus.csv / .json)",
+            "serdistill.data.corpora.msp_podcast",
+            frozenset({"min_duration", "max_duration"}),
+        ),
+        Recipe(
+            "emodb",
+            "EmoDB (German, 10 speakers, 7 emotions): targets derived from word norms",
+            "audio/SSTTTEV.flac (e.g. 03a01Fa.flac), optional ratings.tsv",
+            "serdistill.data.corpora.emodb",
+            _CATEGORICAL,
+            embedded=True,
+        ),
+        Recipe(
+            "ravdess",
+            "RAVDESS speech (24 actors, 8 emotions x 2 intensities): derived targets",
+            "03-01-EE-II-SS-RR-AA.wav anywhere below ROOT (other modalities skipped)",
+            "serdistill.data.corpora.ravdess",
+            _CATEGORICAL,
+        ),
+        Recipe(
+            "cremad",
+            "CREMA-D (91 actors, 6 emotions): derived targets, voice-only ratings",
+            "AudioWAV/1001_DFA_ANG_XX.wav, optional processedResults/, VideoDemographics.csv",
+            "serdistill.data.corpora.cremad",
+            _CATEGORICAL,
+        ),
+        Recipe(
+            "synthetic",
+            "espeak-ng speech whose prosody follows sampled targets (demo, not emotion)",
+            "an output folder; the audio is generated there (needs espeak-ng)",
+            "serdistill.data.corpora.synthetic",
+            frozenset({"seed", "proportions", "n_files", "num_workers", "progress"}),
+        ),
     )
 }
 
@@ -87,8 +109,9 @@ def build_manifest(name: str, root: str | os.PathLike[str] | None = None, **opti
     unknown = sorted(set(options) - recipe.options)
     if unknown:
         accepted = ", ".join(_flag(o) for o in sorted(recipe.options)) or "none"
-        raise CorpusError(f"The {name} recipe does not take {', '.join(map(_flag, unknown))}; "
-                          f"it accepts {accepted}. Leave the others out.")
+        raise CorpusError(
+            f"The {name} recipe does not take {', '.join(map(_flag, unknown))}; it accepts {accepted}. Leave the others out."
+        )
     if options.get("norms") is not None and not hasattr(options["norms"], "targets"):
         from serdistill.data.corpora.norms import load_norms
 

@@ -4,6 +4,7 @@ Whole speakers go to one split each, so no speaker is heard in two splits. The a
 depends only on the set of speakers, their genders, the proportions and the seed: the same
 inputs always give the same splits, whatever the order the files were found in.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -95,7 +96,7 @@ def assign_speakers(
     assignment: dict[str, str] = {}
     start = 0
     for split in ("test", "development", "train"):
-        for speaker in dealt[start:start + counts[split]]:
+        for speaker in dealt[start : start + counts[split]]:
             assignment[speaker] = split
         start += counts[split]
     return assignment

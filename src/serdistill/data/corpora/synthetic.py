@@ -14,6 +14,7 @@ unannotated pool; the other ten are split speaker-independently into train, deve
 and test.
 Files are 16 kHz mono 16-bit WAV, written atomically; a rerun skips files already made.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,12 +42,18 @@ SAMPLING_RATE = 16000
 VERSION = 1  # bump when the generation changes: file names change with it
 DEFAULT_FILES = 240
 VOICES: tuple[tuple[str, str, str], ...] = (  # speaker, espeak-ng voice, gender
-    ("spk01", "en+m1", "male"), ("spk02", "en+f2", "female"),
-    ("spk03", "en-us+m3", "male"), ("spk04", "en-us+f3", "female"),
-    ("spk05", "en+m5", "male"), ("spk06", "en+f4", "female"),
-    ("spk07", "en-us+m7", "male"), ("spk08", "en-us+f1", "female"),
-    ("spk09", "en+m2", "male"), ("spk10", "en+f5", "female"),
-    ("spk11", "en-us+m4", "male"), ("spk12", "en-us+f2", "female"),
+    ("spk01", "en+m1", "male"),
+    ("spk02", "en+f2", "female"),
+    ("spk03", "en-us+m3", "male"),
+    ("spk04", "en-us+f3", "female"),
+    ("spk05", "en+m5", "male"),
+    ("spk06", "en+f4", "female"),
+    ("spk07", "en-us+m7", "male"),
+    ("spk08", "en-us+f1", "female"),
+    ("spk09", "en+m2", "male"),
+    ("spk10", "en+f5", "female"),
+    ("spk11", "en-us+m4", "male"),
+    ("spk12", "en-us+f2", "female"),
 )
 SENTENCES: tuple[str, ...] = (
     "The boxes arrived at the station this morning.",
@@ -97,8 +104,12 @@ def prosody(arousal: float, valence: float, dominance: float) -> dict[str, int]:
         {'rate': 130, 'pitch_range': 50, 'pitch': 50, 'amplitude': 150}
     """
     a, v, d = ((float(x) - 1.0) / 6.0 for x in (arousal, valence, dominance))
-    return {"rate": round(130 + 150 * a), "pitch_range": round(50 + 150 * a),
-            "pitch": round(25 + 50 * v), "amplitude": round(50 + 100 * d)}
+    return {
+        "rate": round(130 + 150 * a),
+        "pitch_range": round(50 + 150 * a),
+        "pitch": round(25 + 50 * v),
+        "amplitude": round(50 + 100 * d),
+    }
 
 
 def plan(n_files: int = DEFAULT_FILES, *, seed: int = 0) -> list[Utterance]:
@@ -110,8 +121,11 @@ def plan(n_files: int = DEFAULT_FILES, *, seed: int = 0) -> list[Utterance]:
         speaker, voice, gender = VOICES[order[index % len(VOICES)]]
         arousal, valence, dominance = (round(float(x), 3) for x in 1.0 + 6.0 * rng.random(3))
         text = SENTENCES[int(rng.integers(len(SENTENCES)))]
-        utterances.append(Utterance(index, speaker, voice, gender, text, arousal, valence, dominance,
-                                    **prosody(arousal, valence, dominance)))
+        utterances.append(
+            Utterance(
+                index, speaker, voice, gender, text, arousal, valence, dominance, **prosody(arousal, valence, dominance)
+            )
+        )
     return utterances
 
 
@@ -156,8 +170,13 @@ def build(
     utterances = plan(int(n_files), seed=seed)
     todo = [u for u in utterances if not _complete(audio / u.name)]
     if len(todo) < len(utterances):
-        log.info("synthetic: %d of %d files already made in %s; %s.", len(utterances) - len(todo),
-                 len(utterances), audio, f"generating the other {len(todo)}" if todo else "nothing to generate")
+        log.info(
+            "synthetic: %d of %d files already made in %s; %s.",
+            len(utterances) - len(todo),
+            len(utterances),
+            audio,
+            f"generating the other {len(todo)}" if todo else "nothing to generate",
+        )
     _generate(todo, audio, program=program, num_workers=int(num_workers), progress=progress)
     frame = _frame(utterances, audio, seed=seed, proportions=proportions)
     table = pd.DataFrame([asdict(u) | {"file": f"audio/{u.name}"} for u in utterances])
@@ -193,8 +212,11 @@ def _generate(todo: list[Utterance], audio: Path, *, program: str, num_workers: 
             bar.update(1)
         bar.close()
     if failures:
-        raise CorpusError(f"espeak-ng failed for {len(failures)} of {len(todo)} file(s), e.g. "
-                          + "; ".join(failures[:3]) + ". Files already made are kept; rerun to resume.")
+        raise CorpusError(
+            f"espeak-ng failed for {len(failures)} of {len(todo)} file(s), e.g. "
+            + "; ".join(failures[:3])
+            + ". Files already made are kept; rerun to resume."
+        )
 
 
 def _speak(utterance: Utterance, target: Path, program: str) -> None:
@@ -206,12 +228,24 @@ def _speak(utterance: Utterance, target: Path, program: str) -> None:
     fd, raw = tempfile.mkstemp(suffix=".wav", prefix=".espeak-", dir=target.parent)
     os.close(fd)
     try:
-        command = [program, "-m", "-v", utterance.voice, "-s", str(utterance.rate), "-p", str(utterance.pitch),
-                   "-a", str(utterance.amplitude), "-w", raw, ssml]
+        command = [
+            program,
+            "-m",
+            "-v",
+            utterance.voice,
+            "-s",
+            str(utterance.rate),
+            "-p",
+            str(utterance.pitch),
+            "-a",
+            str(utterance.amplitude),
+            "-w",
+            raw,
+            ssml,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
-            raise CorpusError(f"'{' '.join(command[:-1])} ...' exited with {done.returncode}: "
-                              f"{done.stderr.strip()}")
+            raise CorpusError(f"'{' '.join(command[:-1])} ...' exited with {done.returncode}: {done.stderr.strip()}")
         signal, rate = soundfile.read(raw, dtype="float64", always_2d=True)
         if signal.size == 0:
             raise CorpusError(f"espeak-ng produced no audio for {utterance.text!r} with voice {utterance.voice}")
@@ -228,8 +262,7 @@ def speaker_splits(*, seed: int = 0, proportions: Sequence[float] = DEFAULT_PROP
     rng = np.random.default_rng([seed, 2])
     unlabeled = [rng.choice([s for s, _, g in VOICES if g == gender]) for gender in ("female", "male")]
     labelled = [(s, g) for s, _, g in VOICES if s not in unlabeled]
-    assignment = assign_speakers([s for s, _ in labelled], genders=dict(labelled),
-                                 proportions=proportions, seed=seed)
+    assignment = assign_speakers([s for s, _ in labelled], genders=dict(labelled), proportions=proportions, seed=seed)
     return assignment | {str(s): "unlabeled" for s in unlabeled}
 
 
@@ -237,15 +270,17 @@ def _frame(utterances: list[Utterance], audio: Path, *, seed: int, proportions: 
     import soundfile
 
     assignment = speaker_splits(seed=seed, proportions=proportions)
-    frame = pd.DataFrame({
-        "file": [str(audio / u.name) for u in utterances],
-        "speaker": [u.speaker for u in utterances],
-        "split": [assignment[u.speaker] for u in utterances],
-        **{a: [getattr(u, a) for u in utterances] for a in ATTRIBUTES},
-        "gender": [u.gender for u in utterances],
-        "voice": [u.voice for u in utterances],
-        "sentence": [u.text for u in utterances],
-        "duration": [round(soundfile.info(str(audio / u.name)).duration, 4) for u in utterances],
-    })
+    frame = pd.DataFrame(
+        {
+            "file": [str(audio / u.name) for u in utterances],
+            "speaker": [u.speaker for u in utterances],
+            "split": [assignment[u.speaker] for u in utterances],
+            **{a: [getattr(u, a) for u in utterances] for a in ATTRIBUTES},
+            "gender": [u.gender for u in utterances],
+            "voice": [u.voice for u in utterances],
+            "sentence": [u.text for u in utterances],
+            "duration": [round(soundfile.info(str(audio / u.name)).duration, 4) for u in utterances],
+        }
+    )
     frame.loc[frame["split"] == "unlabeled", list(ATTRIBUTES)] = np.nan
     return frame

@@ -31,6 +31,7 @@ Examples:
     >>> mean.shape, std.shape
     ((64, 1), (64, 1))
 """
+
 from __future__ import annotations
 
 from serdistill.data.feature_rows import select_embedding_rows
@@ -44,7 +45,23 @@ from serdistill.method.ensemble.teachers import EMBEDDINGS_DISK_BYTES, TeacherEn
 from serdistill.method.ensemble.unlabelled import select_unlabelled
 
 __all__ = [
-    "ENGINE_GRID_POINTS", "EMBEDDINGS_DISK_BYTES", "STATE_FORMAT", "Baseline", "PackedMLPs", "StudentEnsemble",
-    "Group", "StudentTask", "TSModel", "TeacherEnsemble", "TeacherMC", "TeacherTask", "halving_plan", "pack",
-    "select_embedding_rows", "select_unlabelled", "stacked_predict", "summarise_teachers", "task_threads",
+    "ENGINE_GRID_POINTS",
+    "EMBEDDINGS_DISK_BYTES",
+    "STATE_FORMAT",
+    "Baseline",
+    "PackedMLPs",
+    "StudentEnsemble",
+    "Group",
+    "StudentTask",
+    "TSModel",
+    "TeacherEnsemble",
+    "TeacherMC",
+    "TeacherTask",
+    "halving_plan",
+    "pack",
+    "select_embedding_rows",
+    "select_unlabelled",
+    "stacked_predict",
+    "summarise_teachers",
+    "task_threads",
 ]

@@ -1,4 +1,5 @@
 """The single-MLP baseline (:class:`Baseline`)."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,14 @@ class Baseline(_Estimator):
         checkpoint: a file to resume from and write while training.
     """
 
-    def __init__(self, config: Config | None = None, *, seed: int | None = None,
-                 on_epoch: EpochHook | None = None, checkpoint: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        seed: int | None = None,
+        on_epoch: EpochHook | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.config = config
         self.seed = seed
         self.on_epoch = on_epoch
@@ -49,9 +56,17 @@ class Baseline(_Estimator):
         seed = config.seed if self.seed is None else self.seed
         X, y = labelled_rows(_check_X(X, "X"), _check_y(y, len(X), "y"))
         X_dev, y_dev = labelled_rows(_check_X(X_dev, "X_dev", X.shape[1]), _check_y(y_dev, len(X_dev), "y_dev"))
-        result = fit_baseline(X, y, X_dev, y_dev, config=config.baseline, train=config.train,
-                              seed=derive_seed(seed, "baseline"), on_epoch=self.on_epoch,
-                              checkpoint=self.checkpoint)
+        result = fit_baseline(
+            X,
+            y,
+            X_dev,
+            y_dev,
+            config=config.baseline,
+            train=config.train,
+            seed=derive_seed(seed, "baseline"),
+            on_epoch=self.on_epoch,
+            checkpoint=self.checkpoint,
+        )
         self.model_, self.history_ = result.model, result.history
         self.best_epoch_, self.dev_ccc_ = result.best_epoch, result.best_score
         self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]

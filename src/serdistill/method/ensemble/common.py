@@ -1,4 +1,5 @@
 """What the estimators share: argument checks, the scikit-learn contract, small helpers."""
+
 from __future__ import annotations
 
 import inspect

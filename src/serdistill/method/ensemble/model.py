@@ -1,5 +1,6 @@
 """The whole method (:class:`TSModel`): per attribute (or once for all) the baseline, the
 references, the teachers, their embeddings and the students; saved and loaded whole."""
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,14 @@ class TSModel(_Estimator):
         dev_ccc_: per group, the development CCC of baseline, teachers' MC ensemble and students.
     """
 
-    def __init__(self, config: Config | None = None, *, on_epoch: EpochHook | None = None,
-                 checkpoint_dir: str | os.PathLike[str] | None = None, engine: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        on_epoch: EpochHook | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        engine: Any = None,
+    ) -> None:
         self.config = config
         self.on_epoch = on_epoch
         self.checkpoint_dir = checkpoint_dir
@@ -78,8 +85,16 @@ class TSModel(_Estimator):
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
-            X_unlabelled: np.ndarray | None = None, unlabelled_info: dict[str, Any] | None = None) -> TSModel:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_dev: np.ndarray,
+        y_dev: np.ndarray,
+        *,
+        X_unlabelled: np.ndarray | None = None,
+        unlabelled_info: dict[str, Any] | None = None,
+    ) -> TSModel:
         """Fit everything.
 
         Args:
@@ -118,8 +133,9 @@ class TSModel(_Estimator):
         self.attributes_ = list(config.attributes)
         self.n_features_in_ = X.shape[1]
         self.unlabelled_ = dict(unlabelled_info or {"source": config.unlabelled.source})
-        self.unlabelled_.update(n=0 if X_unlabelled is None else len(X_unlabelled),
-                                keep_fraction=config.unlabelled.keep_fraction, kept={})
+        self.unlabelled_.update(
+            n=0 if X_unlabelled is None else len(X_unlabelled), keep_fraction=config.unlabelled.keep_fraction, kept={}
+        )
         self.alpha_: dict[str, float] = {}  # per group (attribute, or "multi")
         self.beta_: dict[str, float] = {}
         self.grid_: dict[str, list[dict[str, Any]]] = {}
@@ -131,26 +147,32 @@ class TSModel(_Estimator):
         else:
             layout = [(list(range(A)), "+".join(config.attributes))]
         for columns, name in layout:
-            self._groups.append(self._fit_group(name, columns, X, y, X_dev, y_dev, X_unlabelled, config,
-                                                None if folder is None else folder / name))
+            self._groups.append(
+                self._fit_group(
+                    name, columns, X, y, X_dev, y_dev, X_unlabelled, config, None if folder is None else folder / name
+                )
+            )
         self.fit_seconds_ = time.perf_counter() - tic
         return self
 
-    def _fit_group(self, name: str, columns: list[int], X, y, X_dev, y_dev, X_unlabelled,
-                   config: Config, folder: Path | None) -> Group:
+    def _fit_group(
+        self, name: str, columns: list[int], X, y, X_dev, y_dev, X_unlabelled, config: Config, folder: Path | None
+    ) -> Group:
         seed = derive_seed(config.seed, name)
         X_l, y_l = labelled_rows(X, y[:, columns])
         X_d, y_d = labelled_rows(X_dev, y_dev[:, columns])
         if len(X_l) < 2 or len(X_d) < 2:
-            raise ValueError(f"{name}: need at least 2 labelled training and development segments; "
-                             f"got {len(X_l)} and {len(X_d)}.")
+            raise ValueError(
+                f"{name}: need at least 2 labelled training and development segments; got {len(X_l)} and {len(X_d)}."
+            )
         hook = _hook(self.on_epoch, group=name)
         baseline = None
         history: dict[str, Any] = {}
         if config.baseline.enabled:
             logger.info("%s: training the baseline", name)
-            baseline = Baseline(config, seed=seed, on_epoch=_hook(hook, stage="baseline"),
-                                checkpoint=_ckpt(folder, "baseline.pt")).fit(X_l, y_l, X_d, y_d)
+            baseline = Baseline(
+                config, seed=seed, on_epoch=_hook(hook, stage="baseline"), checkpoint=_ckpt(folder, "baseline.pt")
+            ).fit(X_l, y_l, X_d, y_d)
             history["baseline"] = baseline.history_
             release_memory(X_l, X_d)  # each stage leaves its pages and freed heap behind
         references = {}
@@ -158,12 +180,17 @@ class TSModel(_Estimator):
             logger.info("%s: fitting the %s reference", name, kind)
             references[kind] = LinearReference(kind, seed=derive_seed(seed, kind)).fit(X_l, y_l, X_d, y_d)
         release_memory(X_l, X_d)
-        teachers = TeacherEnsemble(config, seed=seed, on_epoch=hook, checkpoint_dir=folder,
-                                   engine=self.engine).fit(X_l, y_l, X_d, y_d)
+        teachers = TeacherEnsemble(config, seed=seed, on_epoch=hook, checkpoint_dir=folder, engine=self.engine).fit(
+            X_l, y_l, X_d, y_d
+        )
         history["teachers"] = teachers.histories_
         release_memory(X_l, X_d)
-        logger.info("%s: Monte-Carlo dropout (%d passes) on %d training segments", name,
-                    config.mc.passes if config.mc.enabled else 1, len(X_l))
+        logger.info(
+            "%s: Monte-Carlo dropout (%d passes) on %d training segments",
+            name,
+            config.mc.passes if config.mc.enabled else 1,
+            len(X_l),
+        )
         embeddings = teachers.embed(X_l)
         release_memory(X_l)
         X_u, emb_u = None, None
@@ -179,17 +206,24 @@ class TSModel(_Estimator):
             del mc_u
             release_memory(X_unlabelled)
             self.unlabelled_["kept"][name] = len(X_u)
-        students = StudentEnsemble(config, seed=seed, on_epoch=hook, engine=self.engine,
-                                   checkpoint_dir=None if folder is None else folder / "students")
-        students.fit(X_l, y_l, X_d, y_d, embeddings=embeddings, X_unlabelled=X_u, embeddings_unlabelled=emb_u,
-                     heads=teachers.heads())
+        students = StudentEnsemble(
+            config,
+            seed=seed,
+            on_epoch=hook,
+            engine=self.engine,
+            checkpoint_dir=None if folder is None else folder / "students",
+        )
+        students.fit(
+            X_l, y_l, X_d, y_d, embeddings=embeddings, X_unlabelled=X_u, embeddings_unlabelled=emb_u, heads=teachers.heads()
+        )
         history["students"] = students.histories_
         release_memory(X_l, X_d, X_u)
         self.alpha_[name], self.beta_[name], self.grid_[name] = students.alpha_, students.beta_, students.grid_
         self.history_[name] = history
         chosen = next((r for r in students.grid_ if (r["alpha"], r["beta"]) == (students.alpha_, students.beta_)), {})
-        failed = (failed_members("teacher", teachers.dev_ccc_, teachers.histories_, group=name)
-                  + failed_members("student", chosen.get("member_dev_ccc", []), students.histories_, group=name))
+        failed = failed_members("teacher", teachers.dev_ccc_, teachers.histories_, group=name) + failed_members(
+            "student", chosen.get("member_dev_ccc", []), students.histories_, group=name
+        )
         self.dev_ccc_[name] = {
             "failed": failed,
             "baseline": None if baseline is None else _finite(baseline.dev_ccc_),
@@ -231,8 +265,9 @@ class TSModel(_Estimator):
         """The baseline's predictions (n, A); NaN columns where no baseline was trained."""
         self._check_fitted()
         X = _check_X(X, "X", _n_features(self))
-        return self._columns(X, lambda g: g.baseline.predict(X) if g.baseline is not None
-                             else np.full((len(X), len(g.columns)), np.nan))
+        return self._columns(
+            X, lambda g: g.baseline.predict(X) if g.baseline is not None else np.full((len(X), len(g.columns)), np.nan)
+        )
 
     def predict_all(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Everything ``evaluate`` needs, each (n, A) unless noted.
@@ -247,10 +282,13 @@ class TSModel(_Estimator):
         X = _check_X(X, "X", _n_features(self))
         n, A = len(X), len(self.attributes_)
         N = max(len(g.students.models_) for g in self._groups)
-        out = {key: np.full((N, n, A), np.nan, np.float32)
-               for key in ("student_members", "teacher_members", "teacher_members_std", "teacher_one_pass")}
-        out.update({key: np.full((n, A), np.nan, np.float32) for key in ("students", "students_std",
-                                                                         "teachers", "teachers_std")})
+        out = {
+            key: np.full((N, n, A), np.nan, np.float32)
+            for key in ("student_members", "teacher_members", "teacher_members_std", "teacher_one_pass")
+        }
+        out.update(
+            {key: np.full((n, A), np.nan, np.float32) for key in ("students", "students_std", "teachers", "teachers_std")}
+        )
         for g in self._groups:
             cols = g.columns
             members = g.students.predict_members(X)
@@ -276,8 +314,10 @@ class TSModel(_Estimator):
         X = _check_X(X, "X", _n_features(self))
 
         def get(kind: str) -> Callable[[Group], np.ndarray]:
-            return lambda g: (g.references[kind].predict(X) if kind in g.references
-                              else np.full((len(X), len(g.columns)), np.nan))
+            return lambda g: (
+                g.references[kind].predict(X) if kind in g.references else np.full((len(X), len(g.columns)), np.nan)
+            )
+
         return {kind: self._columns(X, get(kind)) for kind in ("ridge", "svr")}
 
     # -- state -----------------------------------------------------------------------------
@@ -317,8 +357,9 @@ class TSModel(_Estimator):
         path = Path(path)
         missing = [f for f in ("model.json", "weights.pt") if not (path / f).is_file()]
         if missing:
-            raise ConfigError(f"{path} is not a saved TSModel: {', '.join(missing)} missing. "
-                              "Save one with TSModel.save(path).")
+            raise ConfigError(
+                f"{path} is not a saved TSModel: {', '.join(missing)} missing. Save one with TSModel.save(path)."
+            )
         meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
         tensors = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         return cls.from_state_dict({"meta": meta, "tensors": tensors}, device=device)

@@ -16,6 +16,7 @@ Examples:
     >>> stacked_predict(nets, np.ones((3, 6), np.float32)).shape
     (2, 3, 1)
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,10 +52,13 @@ class PackedMLPs:
 
     def detached(self, device: str | torch.device = "cpu") -> PackedMLPs:
         """A float32 copy on ``device``, sharing nothing with the models."""
+
         def copy(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(device, torch.float32).clone()
-        return PackedMLPs(copy(self.w1), copy(self.b1), [(copy(w), copy(b)) for w, b in self.rest],
-                          copy(self.w_out), copy(self.b_out))
+
+        return PackedMLPs(
+            copy(self.w1), copy(self.b1), [(copy(w), copy(b)) for w, b in self.rest], copy(self.w_out), copy(self.b_out)
+        )
 
 
 @torch.no_grad()
@@ -62,8 +66,10 @@ def pack(models: Sequence[MLP]) -> PackedMLPs:
     """Several same-shaped MLPs' weights, stacked for :func:`stacked_predict`."""
     w1 = torch.cat([m.linears[0].weight for m in models]).t()  # (d, N·H1)
     b1 = torch.cat([m.linears[0].bias for m in models])
-    rest = [(torch.stack([m.linears[j].weight.t() for m in models]),
-             torch.stack([m.linears[j].bias for m in models])[:, None]) for j in range(1, len(models[0].layers))]
+    rest = [
+        (torch.stack([m.linears[j].weight.t() for m in models]), torch.stack([m.linears[j].bias for m in models])[:, None])
+        for j in range(1, len(models[0].layers))
+    ]
     scale = torch.stack([m.output_scale for m in models])[:, None]  # label scaling, folded in
     w_out = torch.stack([m.output.weight.t() for m in models]) * scale
     shift = torch.stack([m.output_shift for m in models])[:, None]
@@ -72,8 +78,9 @@ def pack(models: Sequence[MLP]) -> PackedMLPs:
 
 
 @torch.no_grad()
-def stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 4096,
-                    packed: PackedMLPs | None = None) -> np.ndarray:
+def stacked_predict(
+    models: Sequence[MLP], X: np.ndarray, *, rows: int = 4096, packed: PackedMLPs | None = None
+) -> np.ndarray:
     """Outputs of several same-shaped MLPs (no dropout) at once: (N, n, k).
 
     The first layers are concatenated into one (d, N·H) GEMM, so one pass over X serves all
@@ -89,5 +96,5 @@ def stacked_predict(models: Sequence[MLP], X: np.ndarray, *, rows: int = 4096,
         h = torch.addmm(p.b1, xb, p.w1).relu_().view(len(xb), N, -1).transpose(0, 1)
         for w, b in p.rest:
             h = torch.baddbmm(b, h, w).relu_()
-        out[:, start:start + len(xb)] = torch.baddbmm(p.b_out, h, p.w_out).cpu().numpy()
+        out[:, start : start + len(xb)] = torch.baddbmm(p.b_out, h, p.w_out).cpu().numpy()
     return out

@@ -5,6 +5,7 @@ the choices, the histories, and every model's weights under ``group/model/parame
 names; ``restore`` rebuilds the models from it. A state from another format is refused
 with an error that says what to do.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,15 +55,31 @@ def state_of(model: Any, config: Config) -> dict[str, Any]:
             tensors[f"{g.name}/{kind}/coef"] = torch.from_numpy(ref.coef_.copy())
             tensors[f"{g.name}/{kind}/intercept"] = torch.from_numpy(ref.intercept_.copy())
     meta = {
-        "format": STATE_FORMAT, "serdistill": __version__, "torch": torch.__version__,
-        "config": config.to_dict(), "attributes": model.attributes_, "n_features_in": model.n_features_in_,
-        "groups": [{"name": g.name, "columns": g.columns, "baseline": g.baseline is not None,
-                    "teacher_seed": g.teachers.seed_,
-                    "references": {kind: {"choice": ref.choice_, "dev_ccc": ref.dev_ccc_, "n_train": ref.n_train_}
-                                   for kind, ref in g.references.items()}}
-                   for g in model._groups],
-        "alpha": model.alpha_, "beta": model.beta_, "grid": model.grid_, "dev_ccc": model.dev_ccc_,
-        "unlabelled": model.unlabelled_, "history": model.history_,
+        "format": STATE_FORMAT,
+        "serdistill": __version__,
+        "torch": torch.__version__,
+        "config": config.to_dict(),
+        "attributes": model.attributes_,
+        "n_features_in": model.n_features_in_,
+        "groups": [
+            {
+                "name": g.name,
+                "columns": g.columns,
+                "baseline": g.baseline is not None,
+                "teacher_seed": g.teachers.seed_,
+                "references": {
+                    kind: {"choice": ref.choice_, "dev_ccc": ref.dev_ccc_, "n_train": ref.n_train_}
+                    for kind, ref in g.references.items()
+                },
+            }
+            for g in model._groups
+        ],
+        "alpha": model.alpha_,
+        "beta": model.beta_,
+        "grid": model.grid_,
+        "dev_ccc": model.dev_ccc_,
+        "unlabelled": model.unlabelled_,
+        "history": model.history_,
         "fit_seconds": getattr(model, "fit_seconds_", None),
     }
     return {"meta": jsonable(meta), "tensors": tensors}
@@ -72,8 +89,10 @@ def config_of(state: dict[str, Any], device: str | None = None) -> Config:
     """The config a state was saved with (``device`` overriding its device); ConfigError for another format."""
     meta = state["meta"]
     if meta.get("format") != STATE_FORMAT:
-        raise ConfigError(f"Model state format {meta.get('format')!r} is not {STATE_FORMAT}; "
-                          "it was written by another serdistill version. Retrain or use that version.")
+        raise ConfigError(
+            f"Model state format {meta.get('format')!r} is not {STATE_FORMAT}; "
+            "it was written by another serdistill version. Retrain or use that version."
+        )
     config = Config.from_dict(meta["config"])
     return config if device is None else config.updated({"train": {"device": device}})
 
@@ -92,17 +111,22 @@ def restore(model: Any, state: dict[str, Any], config: Config) -> None:
         baseline = None
         if spec["baseline"]:
             baseline = Baseline(config)
-            baseline.model_ = _get(tensors, f"{name}/baseline", MLP(d, config.baseline.hidden,
-                                   dropout=config.baseline.dropout, out_dim=k), dev)
+            baseline.model_ = _get(
+                tensors, f"{name}/baseline", MLP(d, config.baseline.hidden, dropout=config.baseline.dropout, out_dim=k), dev
+            )
             baseline.n_features_in_, baseline.n_outputs_ = d, k
         teachers = TeacherEnsemble(config)
-        teachers.models_ = [_get(tensors, f"{name}/teacher{i}", MLP(d, config.teacher.hidden, dropout=p, out_dim=k), dev)
-                            for i, p in enumerate(config.teacher.dropouts)]
+        teachers.models_ = [
+            _get(tensors, f"{name}/teacher{i}", MLP(d, config.teacher.hidden, dropout=p, out_dim=k), dev)
+            for i, p in enumerate(config.teacher.dropouts)
+        ]
         teachers.seed_, teachers.mc_ = int(spec["teacher_seed"]), config.mc
         teachers.n_features_in_, teachers.n_outputs_ = d, k
         students = StudentEnsemble(config)
-        students.models_ = [_get(tensors, f"{name}/student{i}", MLP(d, config.student.hidden, out_dim=k), dev)
-                            for i in range(len(config.teacher.dropouts))]
+        students.models_ = [
+            _get(tensors, f"{name}/student{i}", MLP(d, config.student.hidden, out_dim=k), dev)
+            for i in range(len(config.teacher.dropouts))
+        ]
         students.alpha_, students.beta_ = meta["alpha"][name], meta["beta"][name]
         students.n_features_in_, students.n_outputs_ = d, k
         references = {}
@@ -120,7 +144,7 @@ def _put(tensors: dict[str, torch.Tensor], prefix: str, model: MLP) -> None:
 
 
 def _get(tensors: dict[str, torch.Tensor], prefix: str, model: MLP, device: torch.device) -> MLP:
-    state = {key[len(prefix) + 1:]: value for key, value in tensors.items() if key.startswith(prefix + "/")}
+    state = {key[len(prefix) + 1 :]: value for key, value in tensors.items() if key.startswith(prefix + "/")}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

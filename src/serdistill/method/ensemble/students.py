@@ -1,4 +1,5 @@
 """The students (:class:`StudentEnsemble`): the alpha/beta grid, successive halving, and where each student trains."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,7 @@ def halving_plan(ratios: int, epochs: int, factor: int = 3) -> list[tuple[int, i
     while sizes[-1] > factor:
         sizes.append(-(-sizes[-1] // factor))
     rounds = len(sizes) - 1
-    return [(size, max(1, -(-epochs // factor ** (rounds - r))) if r < rounds else epochs)
-            for r, size in enumerate(sizes)]
+    return [(size, max(1, -(-epochs // factor ** (rounds - r))) if r < rounds else epochs) for r, size in enumerate(sizes)]
 
 
 class StudentEnsemble(_Estimator):
@@ -87,9 +87,17 @@ class StudentEnsemble(_Estimator):
             points are then scored here in grid order, as without it. None (default): here.
     """
 
-    def __init__(self, config: Config | None = None, *, alpha: float | None = None, beta: float | None = None,
-                 seed: int | None = None, on_epoch: EpochHook | None = None,
-                 checkpoint_dir: str | os.PathLike[str] | None = None, engine: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        alpha: float | None = None,
+        beta: float | None = None,
+        seed: int | None = None,
+        on_epoch: EpochHook | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        engine: Any = None,
+    ) -> None:
         self.config = config
         self.alpha = alpha
         self.beta = beta
@@ -98,10 +106,18 @@ class StudentEnsemble(_Estimator):
         self.checkpoint_dir = checkpoint_dir
         self.engine = engine
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, *,
-            embeddings: np.ndarray, X_unlabelled: np.ndarray | None = None,
-            embeddings_unlabelled: np.ndarray | None = None,
-            heads: tuple[np.ndarray, np.ndarray] | None = None) -> StudentEnsemble:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_dev: np.ndarray,
+        y_dev: np.ndarray,
+        *,
+        embeddings: np.ndarray,
+        X_unlabelled: np.ndarray | None = None,
+        embeddings_unlabelled: np.ndarray | None = None,
+        heads: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> StudentEnsemble:
         """Train the students.
 
         Args:
@@ -137,11 +153,15 @@ class StudentEnsemble(_Estimator):
             X_unlabelled, embeddings_unlabelled = None, None
         if config.student.head != "own":
             if heads is None:
-                raise ConfigError(f"[student] head = {config.student.head!r} gives each student its teacher's output "
-                                  "layer; pass heads=teachers.heads() to StudentEnsemble.fit, or set head = 'own'.")
+                raise ConfigError(
+                    f"[student] head = {config.student.head!r} gives each student its teacher's output "
+                    "layer; pass heads=teachers.heads() to StudentEnsemble.fit, or set head = 'own'."
+                )
             if len(heads[0]) != len(embeddings) or heads[0].shape[1:] != (y.shape[1], embeddings.shape[2]):
-                raise ValueError(f"heads must be ({len(embeddings)}, {y.shape[1]}, {embeddings.shape[2]}) weights and "
-                                 f"({len(embeddings)}, {y.shape[1]}) biases; got {heads[0].shape} and {heads[1].shape}.")
+                raise ValueError(
+                    f"heads must be ({len(embeddings)}, {y.shape[1]}, {embeddings.shape[2]}) weights and "
+                    f"({len(embeddings)}, {y.shape[1]}) biases; got {heads[0].shape} and {heads[1].shape}."
+                )
         else:
             heads = None
 
@@ -159,17 +179,31 @@ class StudentEnsemble(_Estimator):
             header = load_checkpoint(folder / "best.pt")  # type: ignore[operator]
             best_score, best_alpha, best_beta = float(header["score"]), float(header["alpha"]), float(header["beta"])
             on_disk = True
-        data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
-                "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled, "heads": heads}
+        data = {
+            "X": X,
+            "y": y,
+            "X_dev": X_dev,
+            "y_dev": y_dev,
+            "embeddings": embeddings,
+            "X_unlabelled": X_unlabelled,
+            "embeddings_unlabelled": embeddings_unlabelled,
+            "heads": heads,
+        }
         trained: dict[str, list[FitResult]] = {}
         # with a scale-free optimizer the points of one alpha/beta ratio train the same students
         # (training.loss_weights): each ratio is trained once, its row repeated for the others
-        ratio = (lambda a, b: loss_weights(a, b)[0]) if config.student.optimizer in SCALE_FREE_OPTIMIZERS else (
-            lambda a, b: (a, b))
+        ratio = (
+            (lambda a, b: loss_weights(a, b)[0])
+            if config.student.optimizer in SCALE_FREE_OPTIMIZERS
+            else (lambda a, b: (a, b))
+        )
         first: dict[Any, dict[str, Any]] = {}
         # successive halving: the ratios it drops, each with its row from the last round it ran
-        eliminated = (self._halving(grid, ratio, data, config, seed, folder)
-                      if config.student.search == "halving" and len(grid) > 1 else {})
+        eliminated = (
+            self._halving(grid, ratio, data, config, seed, folder)
+            if config.student.search == "halving" and len(grid) > 1
+            else {}
+        )
         for g, (alpha, beta) in enumerate(grid):
             key = self._key(alpha, beta)
             if key in done:
@@ -196,12 +230,18 @@ class StudentEnsemble(_Estimator):
                 trained = self._train_points(upcoming[:size], data, config, seed, folder)
             tic = time.perf_counter()
             results = trained.pop(key, None) or [
-                self._fit_one(i, alpha, beta, data, config, seed, folder) for i in range(len(embeddings))]
+                self._fit_one(i, alpha, beta, data, config, seed, folder) for i in range(len(embeddings))
+            ]
             members = [r.model for r in results]
             score = _dev_score(stacked_predict(members, X_dev).mean(axis=0), y_dev)
-            row = {"alpha": alpha, "beta": beta, "dev_ccc": _finite(score),
-                   "member_dev_ccc": [_finite(r.best_score) for r in results],
-                   "best_epochs": [r.best_epoch for r in results], "seconds": time.perf_counter() - tic}
+            row = {
+                "alpha": alpha,
+                "beta": beta,
+                "dev_ccc": _finite(score),
+                "member_dev_ccc": [_finite(r.best_score) for r in results],
+                "best_epochs": [r.best_epoch for r in results],
+                "seconds": time.perf_counter() - tic,
+            }
             self.grid_.append(row)
             first[ratio(alpha, beta)] = row
             logger.info("alpha %.2g, beta %.2g: development CCC %.4f", alpha, beta, score)
@@ -209,9 +249,16 @@ class StudentEnsemble(_Estimator):
                 best_score, best_alpha, best_beta = score, alpha, beta
                 best_models, best_histories, on_disk = members, [r.history for r in results], False
                 if folder is not None:
-                    save_checkpoint(folder / "best.pt", {
-                        "alpha": alpha, "beta": beta, "score": score,
-                        "models": [m.state_dict() for m in members], "histories": best_histories})
+                    save_checkpoint(
+                        folder / "best.pt",
+                        {
+                            "alpha": alpha,
+                            "beta": beta,
+                            "score": score,
+                            "models": [m.state_dict() for m in members],
+                            "histories": best_histories,
+                        },
+                    )
             if folder is not None:
                 done[key] = row
                 write_json(folder / "grid.json", jsonable(done))
@@ -234,16 +281,24 @@ class StudentEnsemble(_Estimator):
         self.n_unlabelled_ = 0 if X_unlabelled is None else len(X_unlabelled)
         return self
 
-    def _fit_one(self, i: int, alpha: float, beta: float, data: dict[str, Any], config: Config, seed: int,
-                 folder: Path | None) -> FitResult:
+    def _fit_one(
+        self, i: int, alpha: float, beta: float, data: dict[str, Any], config: Config, seed: int, folder: Path | None
+    ) -> FitResult:
         """Student ``i`` at (alpha, beta), here; teacher i's embeddings leave memory after it."""
         emb, emb_u = data["embeddings"][i], data["embeddings_unlabelled"]
         emb_u = None if emb_u is None else emb_u[i]
         try:
-            return fit_member(data, i, alpha, beta, config, seed=derive_seed(seed, "student", i),
-                               name=f"student {i + 1}/{len(data['embeddings'])} (alpha={alpha:g}, beta={beta:g})",
-                               checkpoint=_ckpt(folder, f"{self._key(alpha, beta)}_s{i}.pt"),
-                               on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=alpha, beta=beta))
+            return fit_member(
+                data,
+                i,
+                alpha,
+                beta,
+                config,
+                seed=derive_seed(seed, "student", i),
+                name=f"student {i + 1}/{len(data['embeddings'])} (alpha={alpha:g}, beta={beta:g})",
+                checkpoint=_ckpt(folder, f"{self._key(alpha, beta)}_s{i}.pt"),
+                on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=alpha, beta=beta),
+            )
         finally:  # no-ops for in-memory arrays
             release(emb, emb_u)
 
@@ -251,24 +306,34 @@ class StudentEnsemble(_Estimator):
     def _key(alpha: float, beta: float) -> str:
         return f"a{alpha:g}_b{beta:g}"
 
-    def _train_points(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config, seed: int,
-                      folder: Path | None) -> dict[str, list[FitResult]]:
+    def _train_points(
+        self, points: list[tuple[float, float]], data: dict[str, Any], config: Config, seed: int, folder: Path | None
+    ) -> dict[str, list[FitResult]]:
         """Every student of ``points``: on the engine, stacked, or one at a time here; ``{point key: results}``."""
         if self.engine is not None:
             return self._fit_on_engine(points, data, config, seed, folder)
         trained: dict[str, list[FitResult]] = {}
         if config.train.stacks():
             for start in range(0, len(points), config.train.stack_points):
-                trained.update(self._fit_stacked(points[start:start + config.train.stack_points], data, config, seed,
-                                                 folder))
+                trained.update(
+                    self._fit_stacked(points[start : start + config.train.stack_points], data, config, seed, folder)
+                )
             return trained
         for a, b in points:
-            trained[self._key(a, b)] = [self._fit_one(i, a, b, data, config, seed, folder)
-                                        for i in range(len(data["embeddings"]))]
+            trained[self._key(a, b)] = [
+                self._fit_one(i, a, b, data, config, seed, folder) for i in range(len(data["embeddings"]))
+            ]
         return trained
 
-    def _halving(self, grid: list[tuple[float, float]], ratio: Callable[[float, float], Any], data: dict[str, Any],
-                 config: Config, seed: int, folder: Path | None) -> dict[Any, dict[str, Any]]:
+    def _halving(
+        self,
+        grid: list[tuple[float, float]],
+        ratio: Callable[[float, float], Any],
+        data: dict[str, Any],
+        config: Config,
+        seed: int,
+        folder: Path | None,
+    ) -> dict[Any, dict[str, Any]]:
         """Successive halving over the grid's distinct ratios; ``{ratio: row}`` of the ones dropped.
 
         Round r of R trains the surviving ratios' students for ``E / factor^(R - r + 1)``
@@ -296,24 +361,38 @@ class StudentEnsemble(_Estimator):
             short = replace(config, student=replace(config.student, epochs=budget, steps=None, min_epochs=None))
             rows = saved.setdefault(str(r), {})
             todo = [reps[q] for q in alive if self._key(*reps[q]) not in rows]
-            logger.info("Successive halving, round %d of %d: %d ratios for %d of %d epochs (%d to train)", r, rounds,
-                        len(alive), budget, epochs, len(todo))
+            logger.info(
+                "Successive halving, round %d of %d: %d ratios for %d of %d epochs (%d to train)",
+                r,
+                rounds,
+                len(alive),
+                budget,
+                epochs,
+                len(todo),
+            )
             for start in range(0, len(todo), ENGINE_GRID_POINTS):  # a few points at a time: their students in memory
                 tic = time.perf_counter()
-                chunk = todo[start:start + ENGINE_GRID_POINTS]
+                chunk = todo[start : start + ENGINE_GRID_POINTS]
                 for key, results in self._train_points(chunk, data, short, seed, None).items():
                     a, b = next(p for p in chunk if self._key(*p) == key)
-                    score = _dev_score(stacked_predict([m.model for m in results], data["X_dev"]).mean(axis=0),
-                                       data["y_dev"])
-                    rows[key] = {"alpha": a, "beta": b, "dev_ccc": _finite(score),
-                                 "member_dev_ccc": [_finite(m.best_score) for m in results],
-                                 "best_epochs": [m.best_epoch for m in results], "halving_round": r,
-                                 "budget_epochs": budget, "seconds": (time.perf_counter() - tic) / len(chunk)}
+                    score = _dev_score(
+                        stacked_predict([m.model for m in results], data["X_dev"]).mean(axis=0), data["y_dev"]
+                    )
+                    rows[key] = {
+                        "alpha": a,
+                        "beta": b,
+                        "dev_ccc": _finite(score),
+                        "member_dev_ccc": [_finite(m.best_score) for m in results],
+                        "best_epochs": [m.best_epoch for m in results],
+                        "halving_round": r,
+                        "budget_epochs": budget,
+                        "seconds": (time.perf_counter() - tic) / len(chunk),
+                    }
                 if path is not None:
                     write_json(path, jsonable(saved))
             scores = {q: rows[self._key(*reps[q])]["dev_ccc"] for q in alive}
             ranked = sorted(alive, key=lambda q: -(scores[q] if scores[q] is not None else -math.inf))  # stable
-            keep = set(ranked[:sizes[r]])
+            keep = set(ranked[: sizes[r]])
             for q in alive:
                 if q not in keep:
                     eliminated[q] = {**rows[self._key(*reps[q])], "eliminated": True}
@@ -321,25 +400,43 @@ class StudentEnsemble(_Estimator):
         logger.info("Successive halving: %d ratios left for the full budget", len(alive))
         return eliminated
 
-    def _fit_stacked(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config, seed: int,
-                     folder: Path | None) -> dict[str, list[FitResult]]:
+    def _fit_stacked(
+        self, points: list[tuple[float, float]], data: dict[str, Any], config: Config, seed: int, folder: Path | None
+    ) -> dict[str, list[FitResult]]:
         """Every student of ``points`` as one stacked network (:mod:`serdistill.method.stacked`);
         ``{point key: results}``."""
         N = len(data["embeddings"])
         emb_u, heads = data["embeddings_unlabelled"], data.get("heads")
         targets = [data["embeddings"][i] for i in range(N)]  # one view per teacher: shared by its students
         targets_u = [None if emb_u is None else emb_u[i] for i in range(N)]
-        jobs = [StudentJob(target=targets[i], target_unlabelled=targets_u[i], alpha=a, beta=b,
-                           seed=derive_seed(seed, "student", i), head=None if heads is None else (heads[0][i], heads[1][i]),
-                           name=f"student {i + 1}/{N} (alpha={a:g}, beta={b:g})",
-                           on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b))
-                for a, b in points for i in range(N)]
+        jobs = [
+            StudentJob(
+                target=targets[i],
+                target_unlabelled=targets_u[i],
+                alpha=a,
+                beta=b,
+                seed=derive_seed(seed, "student", i),
+                head=None if heads is None else (heads[0][i], heads[1][i]),
+                name=f"student {i + 1}/{N} (alpha={a:g}, beta={b:g})",
+                on_epoch=_hook(self.on_epoch, stage="student", member=i, alpha=a, beta=b),
+            )
+            for a, b in points
+            for i in range(N)
+        ]
         logger.info("Training %d students (%d alpha/beta points) as one stacked network", len(jobs), len(points))
         checkpoint = _ckpt(folder, f"stack_{self._key(*points[0])}_{len(points)}.pt")
         try:
-            results = fit_students_stacked(data["X"], data["y"], data["X_dev"], data["y_dev"], jobs,
-                                           X_unlabelled=data["X_unlabelled"], config=config.student,
-                                           train=config.train, checkpoint=checkpoint)
+            results = fit_students_stacked(
+                data["X"],
+                data["y"],
+                data["X_dev"],
+                data["y_dev"],
+                jobs,
+                X_unlabelled=data["X_unlabelled"],
+                config=config.student,
+                train=config.train,
+                checkpoint=checkpoint,
+            )
         finally:  # no-ops for in-memory arrays
             release(*targets, *targets_u)
         trained: dict[str, list[FitResult]] = {}
@@ -347,18 +444,40 @@ class StudentEnsemble(_Estimator):
             trained.setdefault(self._key(a, b), []).append(result)
         return trained
 
-    def _fit_on_engine(self, points: list[tuple[float, float]], data: dict[str, Any], config: Config,
-                       seed: int, folder: Path | None) -> dict[str, list[FitResult]]:
+    def _fit_on_engine(
+        self, points: list[tuple[float, float]], data: dict[str, Any], config: Config, seed: int, folder: Path | None
+    ) -> dict[str, list[FitResult]]:
         """Every student of ``points`` as one engine task each; ``{point key: results}``."""
         N = len(data["embeddings"])
-        tasks = [StudentTask(a, b, i, f"student {i + 1}/{N} (alpha={a:g}, beta={b:g})", derive_seed(seed, "student", i),
-                             _ckpt(_absolute(folder), f"{self._key(a, b)}_s{i}.pt")) for a, b in points for i in range(N)]
-        logger.info("Training %d students (%d alpha/beta points) as tasks of the %s engine", len(tasks), len(points),
-                    getattr(self.engine, "name", "given"))
+        tasks = [
+            StudentTask(
+                a,
+                b,
+                i,
+                f"student {i + 1}/{N} (alpha={a:g}, beta={b:g})",
+                derive_seed(seed, "student", i),
+                _ckpt(_absolute(folder), f"{self._key(a, b)}_s{i}.pt"),
+            )
+            for a, b in points
+            for i in range(N)
+        ]
+        logger.info(
+            "Training %d students (%d alpha/beta points) as tasks of the %s engine",
+            len(tasks),
+            len(points),
+            getattr(self.engine, "name", "given"),
+        )
         d, k = data["X"].shape[1], data["y"].shape[1]
-        results = fit_on_engine(self.engine, fit_student_task, tasks, shared={**data, "config": config},
-                                device=resolve_device(config.train.device), on_epoch=self.on_epoch, stage="student",
-                                new_model=lambda task: MLP(d, config.student.hidden, out_dim=k, generator=torch.Generator()))
+        results = fit_on_engine(
+            self.engine,
+            fit_student_task,
+            tasks,
+            shared={**data, "config": config},
+            device=resolve_device(config.train.device),
+            on_epoch=self.on_epoch,
+            stage="student",
+            new_model=lambda task: MLP(d, config.student.hidden, out_dim=k, generator=torch.Generator()),
+        )
         trained: dict[str, list[FitResult]] = {}
         for task, result in zip(tasks, results):
             trained.setdefault(self._key(task.alpha, task.beta), []).append(result)
@@ -385,8 +504,12 @@ class StudentEnsemble(_Estimator):
         tensors = [t for m in self.models_ for t in (*m.parameters(), *m.buffers())]
         key = [(t._version, t.data_ptr()) for t in tensors]
         cache = getattr(self, "_pack_cache", None)
-        if (cache is None or len(cache[0]) != len(tensors) or cache[1] != key
-                or any(a is not b for a, b in zip(cache[0], tensors))):
+        if (
+            cache is None
+            or len(cache[0]) != len(tensors)
+            or cache[1] != key
+            or any(a is not b for a, b in zip(cache[0], tensors))
+        ):
             self._pack_cache = (tensors, key, pack(self.models_))
         return self._pack_cache[2]
 

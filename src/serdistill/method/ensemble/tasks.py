@@ -6,6 +6,7 @@ with the shared arrays; the worker trains the model with its own torch threads
 (:func:`task_result`). :func:`fit_on_engine` runs a list of tasks on an engine, rebuilds
 the models here, and replays the epochs of the tasks whose progress did not arrive live.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -66,50 +67,122 @@ def task_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fit_teacher_task(task: TeacherTask, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
-                     config: Config, threads: int) -> dict[str, Any]:
+def fit_teacher_task(
+    task: TeacherTask, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, config: Config, threads: int
+) -> dict[str, Any]:
     """One engine task: a teacher; its best weights (on the CPU) and history."""
     with task_threads(threads):
-        result = fit_teacher(X, y, X_dev, y_dev, dropout=task.dropout, config=config.teacher, train=config.train,
-                             seed=task.seed, name=task.name, checkpoint=task.checkpoint,
-                             on_epoch=_hook(report, stage="teacher", member=task.member))
+        result = fit_teacher(
+            X,
+            y,
+            X_dev,
+            y_dev,
+            dropout=task.dropout,
+            config=config.teacher,
+            train=config.train,
+            seed=task.seed,
+            name=task.name,
+            checkpoint=task.checkpoint,
+            on_epoch=_hook(report, stage="teacher", member=task.member),
+        )
     return task_result(result)
 
 
-def fit_student_task(task: StudentTask, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
-                     embeddings: np.ndarray, X_unlabelled: np.ndarray | None,
-                     embeddings_unlabelled: np.ndarray | None, heads: tuple[np.ndarray, np.ndarray] | None,
-                     config: Config, threads: int) -> dict[str, Any]:
+def fit_student_task(
+    task: StudentTask,
+    *,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_dev: np.ndarray,
+    y_dev: np.ndarray,
+    embeddings: np.ndarray,
+    X_unlabelled: np.ndarray | None,
+    embeddings_unlabelled: np.ndarray | None,
+    heads: tuple[np.ndarray, np.ndarray] | None,
+    config: Config,
+    threads: int,
+) -> dict[str, Any]:
     """One engine task: a student; its best weights and history."""
-    data = {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "embeddings": embeddings,
-            "X_unlabelled": X_unlabelled, "embeddings_unlabelled": embeddings_unlabelled, "heads": heads}
+    data = {
+        "X": X,
+        "y": y,
+        "X_dev": X_dev,
+        "y_dev": y_dev,
+        "embeddings": embeddings,
+        "X_unlabelled": X_unlabelled,
+        "embeddings_unlabelled": embeddings_unlabelled,
+        "heads": heads,
+    }
     with task_threads(threads):
-        result = fit_member(data, task.member, task.alpha, task.beta, config, seed=task.seed, name=task.name,
-                            checkpoint=task.checkpoint, on_epoch=_hook(report, stage="student", member=task.member,
-                                                                       alpha=task.alpha, beta=task.beta))
+        result = fit_member(
+            data,
+            task.member,
+            task.alpha,
+            task.beta,
+            config,
+            seed=task.seed,
+            name=task.name,
+            checkpoint=task.checkpoint,
+            on_epoch=_hook(report, stage="student", member=task.member, alpha=task.alpha, beta=task.beta),
+        )
     return task_result(result)
 
 
-def fit_member(data: dict[str, Any], i: int, alpha: float, beta: float, config: Config, *, seed: int, name: str,
-               checkpoint: Path | None, on_epoch: EpochHook | None = None) -> FitResult:
+def fit_member(
+    data: dict[str, Any],
+    i: int,
+    alpha: float,
+    beta: float,
+    config: Config,
+    *,
+    seed: int,
+    name: str,
+    checkpoint: Path | None,
+    on_epoch: EpochHook | None = None,
+) -> FitResult:
     """Student ``i`` at (alpha, beta) on ``data`` (StudentEnsemble's arrays), taught by teacher i."""
     emb_u, heads = data["embeddings_unlabelled"], data.get("heads")
-    return fit_student(data["X"], data["y"], data["X_dev"], data["y_dev"], target=data["embeddings"][i], alpha=alpha,
-                       beta=beta, X_unlabelled=data["X_unlabelled"], target_unlabelled=None if emb_u is None else emb_u[i],
-                       head=None if heads is None else (heads[0][i], heads[1][i]),
-                       config=config.student, train=config.train, seed=seed, name=name, checkpoint=checkpoint,
-                       on_epoch=on_epoch)
+    return fit_student(
+        data["X"],
+        data["y"],
+        data["X_dev"],
+        data["y_dev"],
+        target=data["embeddings"][i],
+        alpha=alpha,
+        beta=beta,
+        X_unlabelled=data["X_unlabelled"],
+        target_unlabelled=None if emb_u is None else emb_u[i],
+        head=None if heads is None else (heads[0][i], heads[1][i]),
+        config=config.student,
+        train=config.train,
+        seed=seed,
+        name=name,
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+    )
 
 
 def task_result(result: FitResult) -> dict[str, Any]:
     """What a training task sends back: the best weights (on the CPU) and the history."""
-    return {"state": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
-            "history": result.history, "best_epoch": result.best_epoch, "best_score": result.best_score}
+    return {
+        "state": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+    }
 
 
-def fit_on_engine(engine: Any, function: Callable[..., dict[str, Any]], tasks: Sequence[TeacherTask | StudentTask], *,
-                  shared: dict[str, Any], device: torch.device, new_model: Callable[[Any], MLP],
-                  on_epoch: EpochHook | None, stage: str) -> list[FitResult]:
+def fit_on_engine(
+    engine: Any,
+    function: Callable[..., dict[str, Any]],
+    tasks: Sequence[TeacherTask | StudentTask],
+    *,
+    shared: dict[str, Any],
+    device: torch.device,
+    new_model: Callable[[Any], MLP],
+    on_epoch: EpochHook | None,
+    stage: str,
+) -> list[FitResult]:
     """Run ``function`` over ``tasks`` on ``engine`` (``engine.task_cpus`` torch threads each) and
     rebuild each task's model here (``new_model(task)``, its weights loaded, on ``device``).
 
@@ -128,14 +201,26 @@ def fit_on_engine(engine: Any, function: Callable[..., dict[str, Any]], tasks: S
         if on_epoch is not None:
             on_epoch(info)
 
-    out = engine.map(function, list(tasks), num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0,
-                     shared={**shared, "threads": threads}, on_event=on_event)
+    out = engine.map(
+        function,
+        list(tasks),
+        num_cpus=threads,
+        num_gpus=1 if device.type == "cuda" else 0,
+        shared={**shared, "threads": threads},
+        on_event=on_event,
+    )
     results = []
     for task, result in zip(tasks, out):
         model = new_model(task)
         model.load_state_dict(result["state"])
-        results.append(FitResult(model=model.to(device).eval(), history=result["history"],
-                                 best_epoch=result["best_epoch"], best_score=result["best_score"]))
+        results.append(
+            FitResult(
+                model=model.to(device).eval(),
+                history=result["history"],
+                best_epoch=result["best_epoch"],
+                best_score=result["best_score"],
+            )
+        )
         hook = _hook(on_epoch, stage=stage, **{k: getattr(task, k) for k in keys})
         if hook is not None and tuple(getattr(task, k) for k in keys) not in live:  # epochs that did not arrive live
             for info in result["history"]:

@@ -1,4 +1,5 @@
 """The teachers (:class:`TeacherEnsemble`) and their Monte-Carlo dropout (:class:`TeacherMC`)."""
+
 from __future__ import annotations
 
 import logging
@@ -53,9 +54,15 @@ class TeacherEnsemble(_Estimator):
             it is finished.
     """
 
-    def __init__(self, config: Config | None = None, *, seed: int | None = None,
-                 on_epoch: EpochHook | None = None, checkpoint_dir: str | os.PathLike[str] | None = None,
-                 engine: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        seed: int | None = None,
+        on_epoch: EpochHook | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        engine: Any = None,
+    ) -> None:
         self.config = config
         self.seed = seed
         self.on_epoch = on_epoch
@@ -74,11 +81,18 @@ class TeacherEnsemble(_Estimator):
         elif config.train.stacks():  # one stacked network ([train] stacked; the default on CUDA)
             logger.info("Training %d teachers as one stacked network", N)
             results = fit_teachers_stacked(
-                X, y, X_dev, y_dev, dropouts=config.teacher.dropouts,
+                X,
+                y,
+                X_dev,
+                y_dev,
+                dropouts=config.teacher.dropouts,
                 seeds=[derive_seed(self.seed_, "teacher", i) for i in range(N)],
                 names=[f"teacher {i + 1}/{N} (p={p:g})" for i, p in enumerate(config.teacher.dropouts)],
                 hooks=[_hook(self.on_epoch, stage="teacher", member=i) for i in range(N)],
-                config=config.teacher, train=config.train, checkpoint=_ckpt(self.checkpoint_dir, "teachers_stack.pt"))
+                config=config.teacher,
+                train=config.train,
+                checkpoint=_ckpt(self.checkpoint_dir, "teachers_stack.pt"),
+            )
             for result in results:
                 self.models_.append(result.model)
                 self.histories_.append(result.history)
@@ -87,10 +101,19 @@ class TeacherEnsemble(_Estimator):
             for i, p in enumerate(config.teacher.dropouts):
                 name = f"teacher {i + 1}/{N} (p={p:g})"
                 logger.info("Training %s", name)
-                result = fit_teacher(X, y, X_dev, y_dev, dropout=p, config=config.teacher, train=config.train,
-                                     seed=derive_seed(self.seed_, "teacher", i), name=name,
-                                     on_epoch=_hook(self.on_epoch, stage="teacher", member=i),
-                                     checkpoint=_ckpt(self.checkpoint_dir, f"teacher{i}.pt"))
+                result = fit_teacher(
+                    X,
+                    y,
+                    X_dev,
+                    y_dev,
+                    dropout=p,
+                    config=config.teacher,
+                    train=config.train,
+                    seed=derive_seed(self.seed_, "teacher", i),
+                    name=name,
+                    on_epoch=_hook(self.on_epoch, stage="teacher", member=i),
+                    checkpoint=_ckpt(self.checkpoint_dir, f"teacher{i}.pt"),
+                )
                 self.models_.append(result.model)
                 self.histories_.append(result.history)
                 self.dev_ccc_.append(result.best_score)
@@ -98,19 +121,32 @@ class TeacherEnsemble(_Estimator):
         self.n_features_in_, self.n_outputs_ = X.shape[1], y.shape[1]
         return self
 
-    def _fit_on_engine(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray,
-                       config: Config) -> None:
+    def _fit_on_engine(self, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, config: Config) -> None:
         N = len(config.teacher.dropouts)
-        tasks = [TeacherTask(i, p, f"teacher {i + 1}/{N} (p={p:g})", derive_seed(self.seed_, "teacher", i),
-                             _ckpt(_absolute(self.checkpoint_dir), f"teacher{i}.pt"))
-                 for i, p in enumerate(config.teacher.dropouts)]
+        tasks = [
+            TeacherTask(
+                i,
+                p,
+                f"teacher {i + 1}/{N} (p={p:g})",
+                derive_seed(self.seed_, "teacher", i),
+                _ckpt(_absolute(self.checkpoint_dir), f"teacher{i}.pt"),
+            )
+            for i, p in enumerate(config.teacher.dropouts)
+        ]
         logger.info("Training %d teachers as tasks of the %s engine", N, getattr(self.engine, "name", "given"))
         results = fit_on_engine(
-            self.engine, fit_teacher_task, tasks, shared={"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "config": config},
-            device=resolve_device(config.train.device), on_epoch=self.on_epoch, stage="teacher",
+            self.engine,
+            fit_teacher_task,
+            tasks,
+            shared={"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "config": config},
+            device=resolve_device(config.train.device),
+            on_epoch=self.on_epoch,
+            stage="teacher",
             # its own generator: torch's global one is untouched
-            new_model=lambda task: MLP(X.shape[1], config.teacher.hidden, dropout=task.dropout, out_dim=y.shape[1],
-                                       generator=torch.Generator()))
+            new_model=lambda task: MLP(
+                X.shape[1], config.teacher.hidden, dropout=task.dropout, out_dim=y.shape[1], generator=torch.Generator()
+            ),
+        )
         for result in results:
             self.models_.append(result.model)
             self.histories_.append(result.history)
@@ -126,10 +162,15 @@ class TeacherEnsemble(_Estimator):
         return [self._mc(i, X, embedding_std=embedding_std) for i in range(len(self.models_))]
 
     def _mc(self, i: int, X: np.ndarray, *, enabled: bool | None = None, embedding_std: bool = False) -> MCResult:
-        return mc_dropout(self.models_[i], X, passes=self.mc_.passes,
-                          enabled=self.mc_.enabled if enabled is None else enabled,
-                          seed=derive_seed(self.seed_, "mc", i), block_rows=self.mc_.block_rows,
-                          embedding_std=embedding_std)
+        return mc_dropout(
+            self.models_[i],
+            X,
+            passes=self.mc_.passes,
+            enabled=self.mc_.enabled if enabled is None else enabled,
+            seed=derive_seed(self.seed_, "mc", i),
+            block_rows=self.mc_.block_rows,
+            embedding_std=embedding_std,
+        )
 
     def mc_stack(self, X: np.ndarray, *, enabled: bool | None = None) -> TeacherMC:
         """:meth:`mc_predict`'s embeddings and outputs, stacked over the teachers.
@@ -147,8 +188,9 @@ class TeacherEnsemble(_Estimator):
             r = self._mc(i, X, enabled=enabled)
             if stacked is None:
                 N = len(self.models_)
-                stacked = TeacherMC(large_empty((N, *r.embedding.shape), EMBEDDINGS_DISK_BYTES),
-                                    np.empty((N, *r.samples.shape), np.float32))
+                stacked = TeacherMC(
+                    large_empty((N, *r.embedding.shape), EMBEDDINGS_DISK_BYTES), np.empty((N, *r.samples.shape), np.float32)
+                )
             stacked.embeddings[i], stacked.samples[i] = r.embedding, r.samples
             release(stacked.embeddings[i])  # written: out of memory until a student reads it
             del r
@@ -164,8 +206,10 @@ class TeacherEnsemble(_Estimator):
         (N, k, H) and biases (N, k) (the students' initial output layers with ``head = "teacher"``)."""
         _n_features(self)
         with torch.no_grad():
-            return (np.stack([m.output.weight.detach().cpu().numpy() for m in self.models_]),
-                    np.stack([m.output.bias.detach().cpu().numpy() for m in self.models_]))
+            return (
+                np.stack([m.output.weight.detach().cpu().numpy() for m in self.models_]),
+                np.stack([m.output.bias.detach().cpu().numpy() for m in self.models_]),
+            )
 
     def predict(self, X: np.ndarray, *, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The teachers' MC ensemble: mean over teachers of their MC-mean predictions.
@@ -189,8 +233,9 @@ class TeacherMC:
     samples: np.ndarray
 
 
-def summarise_teachers(results: Sequence[MCResult] | TeacherMC, *, return_std: bool = False
-                       ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def summarise_teachers(
+    results: Sequence[MCResult] | TeacherMC, *, return_std: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Mean over teachers of MC means, and the pooled std over all N x T outputs."""
     samples = results.samples if isinstance(results, TeacherMC) else np.stack([r.samples for r in results])  # (N, T, n, k)
     mean = samples.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)

@@ -1,4 +1,5 @@
 """Which unlabelled segments the students see (:func:`select_unlabelled`)."""
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,9 @@ from serdistill.method.torch_state import derive_seed
 logger = logging.getLogger(__name__)
 
 
-def select_unlabelled(config: UnlabelledConfig, *, X_test: np.ndarray | None = None,
-                      X_pool: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray | None, dict[str, Any]]:
+def select_unlabelled(
+    config: UnlabelledConfig, *, X_test: np.ndarray | None = None, X_pool: np.ndarray | None = None, seed: int = 0
+) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The unlabelled data the students see, and a record of the choice.
 
     - ``none``: no unlabelled data.

@@ -4,6 +4,7 @@ A subcommand module defines ``register(subparsers)``, which adds its parser and 
 ``func`` to a function taking the parsed arguments and returning an exit code. Modules
 import heavy libraries inside those functions, so ``--help`` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serdistill {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"serdistill {args.command}: interrupted; finished work is kept and a rerun resumes.",
-              file=sys.stderr)
+        print(f"serdistill {args.command}: interrupted; finished work is kept and a rerun resumes.", file=sys.stderr)
         return 130
 
 

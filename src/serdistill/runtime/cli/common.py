@@ -1,4 +1,5 @@
 """Arguments shared by the commands that read a config and a manifest's features."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,19 @@ def add_audio_check_arguments(parser: argparse.ArgumentParser) -> None:
     """``--allow-truncated`` and ``--min-level``: the audio checks a user may relax."""
     from serdistill.data.audio import MIN_LEVEL
 
-    parser.add_argument("--allow-truncated", action="store_true",
-                        help="use WAV files whose header declares more audio than they hold (default: reject)")
-    parser.add_argument("--min-level", type=level, default=MIN_LEVEL, metavar="DBFS",
-                        help=f"reject audio whose level is below this as no_speech: dither, DC offsets, room "
-                             f"tone (default: {MIN_LEVEL:g}; 'off' checks nothing)")
+    parser.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="use WAV files whose header declares more audio than they hold (default: reject)",
+    )
+    parser.add_argument(
+        "--min-level",
+        type=level,
+        default=MIN_LEVEL,
+        metavar="DBFS",
+        help=f"reject audio whose level is below this as no_speech: dither, DC offsets, room "
+        f"tone (default: {MIN_LEVEL:g}; 'off' checks nothing)",
+    )
 
 
 def output_file(path: str) -> str:
@@ -59,8 +68,7 @@ def output_file(path: str) -> str:
         return path
     target = Path(path)
     if target.is_dir():
-        raise SerdistillError(f"The output {path} is a folder; expected a file name, e.g. "
-                              f"{target / 'predictions.csv'}.")
+        raise SerdistillError(f"The output {path} is a folder; expected a file name, e.g. {target / 'predictions.csv'}.")
     for parent in target.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
@@ -73,12 +81,20 @@ def add_label_arguments(parser: argparse.ArgumentParser, *, scale_default: str =
     """``--label-range`` and ``--out-of-range``: the labels' scale, and what to do with labels outside it."""
     from serdistill.data.manifest import OUT_OF_RANGE
 
-    parser.add_argument("--label-range", type=_label_range, metavar="LO,HI",
-                        help=f"the scale the manifest's labels are on (default: {scale_default})")
-    parser.add_argument("--out-of-range", choices=OUT_OF_RANGE, default="error",
-                        help="a label outside the scale: error (default: stop before any work, naming the "
-                             "files and values), warn (report and keep it), clip (report and clip it onto "
-                             "the scale)")
+    parser.add_argument(
+        "--label-range",
+        type=_label_range,
+        metavar="LO,HI",
+        help=f"the scale the manifest's labels are on (default: {scale_default})",
+    )
+    parser.add_argument(
+        "--out-of-range",
+        choices=OUT_OF_RANGE,
+        default="error",
+        help="a label outside the scale: error (default: stop before any work, naming the "
+        "files and values), warn (report and keep it), clip (report and clip it onto "
+        "the scale)",
+    )
 
 
 def _label_range(text: str) -> tuple[float, float]:
@@ -101,29 +117,51 @@ def label_options(args: argparse.Namespace, default: tuple[float, float] | None 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config``, ``--set`` and ``--device``."""
-    parser.add_argument("--config", default="default", metavar="CONFIG",
-                        help="a preset (default: training lengths that fit the data, good from 300 to 100,000 "
-                             "segments; quick: minutes on a few hundred; paper: the paper's exact setting) or a "
-                             "config TOML file (configs/*.toml are the presets); default: default")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set student.epochs=5 --set seed=3 (repeatable)")
-    parser.add_argument("--device", metavar="DEVICE",
-                        help="cpu, cuda or cuda:N (overrides train.device; default: the config's, cpu)")
+    parser.add_argument(
+        "--config",
+        default="default",
+        metavar="CONFIG",
+        help="a preset (default: training lengths that fit the data, good from 300 to 100,000 "
+        "segments; quick: minutes on a few hundred; paper: the paper's exact setting) or a "
+        "config TOML file (configs/*.toml are the presets); default: default",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set student.epochs=5 --set seed=3 (repeatable)",
+    )
+    parser.add_argument(
+        "--device", metavar="DEVICE", help="cpu, cuda or cuda:N (overrides train.device; default: the config's, cpu)"
+    )
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--features``, ``--feature-set``, ``--workers``, ``--cache-dir``, ``--label-range`` and ``--out-of-range``."""
-    parser.add_argument("--features", metavar="PARQUET",
-                        help="features from 'serdistill extract' (default: extract now, through the cache)")
-    parser.add_argument("--feature-set", default="compare", choices=["compare", "egemaps"],
-                        help="the set to extract when --features is not given (default: compare, ComParE_2016)")
+    parser.add_argument(
+        "--features", metavar="PARQUET", help="features from 'serdistill extract' (default: extract now, through the cache)"
+    )
+    parser.add_argument(
+        "--feature-set",
+        default="compare",
+        choices=["compare", "egemaps"],
+        help="the set to extract when --features is not given (default: compare, ComParE_2016)",
+    )
     workers = default_workers()
-    parser.add_argument("--workers", type=positive_int, default=workers, metavar="N",
-                        help=f"local processes: for extraction, and with --engine local for training tasks "
-                             f"(N / --task-cpus of them; 1 = train in this process) (default: the CPUs "
-                             f"available, here {workers})")
-    parser.add_argument("--cache-dir", metavar="DIR",
-                        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=workers,
+        metavar="N",
+        help=f"local processes: for extraction, and with --engine local for training tasks "
+        f"(N / --task-cpus of them; 1 = train in this process) (default: the CPUs "
+        f"available, here {workers})",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)",
+    )
     add_label_arguments(parser)
 
 
@@ -146,26 +184,49 @@ def load_data_from_args(args: argparse.Namespace, *, require_train: bool = True,
     """The :class:`~serdistill.data.dataset.Dataset` of ``args.manifest`` (extracted on ``engine`` if given)."""
     from serdistill.data.dataset import load_dataset
 
-    return load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
-                        cache_dir=args.cache_dir, workers=args.workers, require_train=require_train,
-                        engine=extraction_engine(engine), **label_options(args))
+    return load_dataset(
+        args.manifest,
+        features=args.features,
+        feature_set=args.feature_set,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        require_train=require_train,
+        engine=extraction_engine(engine),
+        **label_options(args),
+    )
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, *, training: bool = True) -> None:
     """``--engine``, ``--ray-address``, ``--ray-cpus`` and (``training``) ``--task-cpus``."""
     group = parser.add_argument_group("engine", "where the work runs (see docs/scaling.md)")
-    group.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="local: a pool of this machine's processes (default); ray: tasks on a Ray "
-                            "cluster (needs pip install 'serdistill[ray]')")
-    group.add_argument("--ray-address", metavar="ADDRESS",
-                       help="an existing Ray cluster (e.g. 10.0.0.1:6379, or auto); default: start a local Ray")
-    group.add_argument("--ray-cpus", type=positive_int, metavar="N",
-                       help="CPUs of the local Ray started when --ray-address is not given (default: all)")
+    group.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: a pool of this machine's processes (default); ray: tasks on a Ray "
+        "cluster (needs pip install 'serdistill[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="an existing Ray cluster (e.g. 10.0.0.1:6379, or auto); default: start a local Ray",
+    )
+    group.add_argument(
+        "--ray-cpus",
+        type=positive_int,
+        metavar="N",
+        help="CPUs of the local Ray started when --ray-address is not given (default: all)",
+    )
     if training:
-        group.add_argument("--task-cpus", type=positive_int, default=1, metavar="N",
-                           help="CPUs (and torch threads) per training task (default: 1); with --engine "
-                                "local the pool has --workers / N processes, and one process means "
-                                "training here, with torch's own threads")
+        group.add_argument(
+            "--task-cpus",
+            type=positive_int,
+            default=1,
+            metavar="N",
+            help="CPUs (and torch threads) per training task (default: 1); with --engine "
+            "local the pool has --workers / N processes, and one process means "
+            "training here, with torch's own threads",
+        )
 
 
 def engine_from_args(args: argparse.Namespace, config=None):
@@ -179,8 +240,7 @@ def engine_from_args(args: argparse.Namespace, config=None):
     from serdistill.runtime.engine import get_engine
 
     if getattr(args, "engine", "local") == "ray":
-        return get_engine("ray", address=args.ray_address, num_cpus=args.ray_cpus,
-                          task_cpus=getattr(args, "task_cpus", 1))
+        return get_engine("ray", address=args.ray_address, num_cpus=args.ray_cpus, task_cpus=getattr(args, "task_cpus", 1))
     task_cpus = getattr(args, "task_cpus", None)
     if task_cpus is None or (config is not None and config.train.stacks()):
         return None

@@ -1,4 +1,5 @@
 """``serdistill corpus NAME ROOT -o manifest.csv``: turn a corpus folder into a manifest."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,32 +31,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "corpus",
         help="build a manifest from a corpus folder (msp-podcast, emodb, ravdess, cremad, synthetic)",
         description="Build a validated manifest (file, speaker, split, arousal, valence, dominance, ...) "
-                    "from a corpus folder, and print what it holds.",
+        "from a corpus folder, and print what it holds.",
         epilog=f"recipes:\n{recipes}\n\n{_EPILOG_TAIL}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("name", metavar="NAME", choices=list(RECIPES), help=f"the recipe: {', '.join(RECIPES)}")
-    parser.add_argument("root", metavar="ROOT", nargs="?", default=None,
-                        help="the corpus folder (for synthetic: where to generate it); emodb without ROOT uses "
-                             "the copy shipped with serdistill")
-    parser.add_argument("-o", "--output", required=True, metavar="CSV",
-                        help="where to write the manifest (paths in it are relative to its folder)")
+    parser.add_argument(
+        "root",
+        metavar="ROOT",
+        nargs="?",
+        default=None,
+        help="the corpus folder (for synthetic: where to generate it); emodb without ROOT uses "
+        "the copy shipped with serdistill",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="CSV",
+        help="where to write the manifest (paths in it are relative to its folder)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the speaker split (default 0)")
-    parser.add_argument("--split-proportions", default=None, metavar="TRAIN,DEV,TEST",
-                        help="shares of the speakers per split, for corpora without splits (default 0.6,0.2,0.2)")
-    parser.add_argument("--norms", default=None, metavar="CSV",
-                        help="your own norms table (emotion,valence,arousal,dominance on 1..7); "
-                             "default NRC-VAD v1.0")
-    parser.add_argument("--min-duration", type=float, default=None, metavar="S",
-                        help="msp-podcast: drop segments shorter than S seconds")
-    parser.add_argument("--max-duration", type=float, default=None, metavar="S",
-                        help="msp-podcast: drop segments longer than S seconds")
-    parser.add_argument("--paper-durations", action="store_true",
-                        help="msp-podcast: keep 2.75..11 s segments, as in the paper")
-    parser.add_argument("--n-files", type=int, default=None, metavar="N",
-                        help="synthetic: number of files to generate (default 240)")
-    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
-                        help="synthetic: espeak-ng processes at once (default 2)")
+    parser.add_argument(
+        "--split-proportions",
+        default=None,
+        metavar="TRAIN,DEV,TEST",
+        help="shares of the speakers per split, for corpora without splits (default 0.6,0.2,0.2)",
+    )
+    parser.add_argument(
+        "--norms",
+        default=None,
+        metavar="CSV",
+        help="your own norms table (emotion,valence,arousal,dominance on 1..7); default NRC-VAD v1.0",
+    )
+    parser.add_argument(
+        "--min-duration", type=float, default=None, metavar="S", help="msp-podcast: drop segments shorter than S seconds"
+    )
+    parser.add_argument(
+        "--max-duration", type=float, default=None, metavar="S", help="msp-podcast: drop segments longer than S seconds"
+    )
+    parser.add_argument(
+        "--paper-durations", action="store_true", help="msp-podcast: keep 2.75..11 s segments, as in the paper"
+    )
+    parser.add_argument(
+        "--n-files", type=int, default=None, metavar="N", help="synthetic: number of files to generate (default 240)"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=None, metavar="N", help="synthetic: espeak-ng processes at once (default 2)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -73,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
         options["norms"] = args.norms
     if args.paper_durations:
         if args.min_duration is not None or args.max_duration is not None:
-            raise CorpusError("--paper-durations sets 2.75..11 s; got it together with "
-                              "--min-duration/--max-duration. Use one or the other.")
+            raise CorpusError(
+                "--paper-durations sets 2.75..11 s; got it together with "
+                "--min-duration/--max-duration. Use one or the other."
+            )
         from serdistill.data.corpora.msp_podcast import PAPER_DURATIONS
 
         options["min_duration"], options["max_duration"] = PAPER_DURATIONS

@@ -1,4 +1,5 @@
 """``serdistill evaluate BUNDLE MANIFEST --split test``: CCC of students, teachers and baseline."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,20 +35,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from serdistill.runtime.cli.common import add_label_arguments, default_workers, positive_int
 
     parser = subparsers.add_parser(
-        "evaluate", help="CCC of a bundle's students, teachers and baseline on a manifest split",
-        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "evaluate",
+        help="CCC of a bundle's students, teachers and baseline on a manifest split",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("bundle", metavar="BUNDLE", help="the bundle folder from 'serdistill train'")
     parser.add_argument("manifest", metavar="MANIFEST", help="manifest CSV with labels for the split")
     parser.add_argument("--split", default="test", metavar="NAME", help="the split to score (default: test)")
-    parser.add_argument("--features", metavar="F",
-                        help="feature table from 'serdistill extract' (default: extract, through the cache)")
+    parser.add_argument(
+        "--features", metavar="F", help="feature table from 'serdistill extract' (default: extract, through the cache)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON (atomically)")
     workers = default_workers()
-    parser.add_argument("--workers", type=positive_int, default=workers, metavar="N",
-                        help=f"feature extraction processes (default: the CPUs available, here {workers})")
-    parser.add_argument("--cache-dir", metavar="DIR",
-                        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=workers,
+        metavar="N",
+        help=f"feature extraction processes (default: the CPUs available, here {workers})",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)",
+    )
     add_label_arguments(parser, scale_default="the bundle's, 1,7 unless trained with --label-range")
     parser.add_argument("--device", metavar="D", help="cpu, cuda or cuda:N (default: the bundle's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -68,11 +81,18 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, device=args.device)
     manifest = read_manifest(args.manifest, require_train=False, **label_options(args, bundle.label_range))
     rows = manifest.split(args.split)  # ManifestError naming the splits there are
-    data = load_dataset(rows, features=args.features, feature_set=_extractable(bundle.feature_set),
-                        cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet,
-                        require_train=False)
-    bundle.check_features(data.feature_set, data.X.shape[1], data.settings,
-                          source=str(args.features or "the extracted features"))
+    data = load_dataset(
+        rows,
+        features=args.features,
+        feature_set=_extractable(bundle.feature_set),
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        verbose=not args.quiet,
+        require_train=False,
+    )
+    bundle.check_features(
+        data.feature_set, data.X.shape[1], data.settings, source=str(args.features or "the extracted features")
+    )
     missing = [a for a in bundle.attributes if a not in data.manifest.table.columns]
     if missing:  # pragma: no cover - manifests always have the three attributes
         raise ManifestError(f"Manifest {args.manifest} lacks the column(s) {', '.join(missing)}.")
@@ -108,8 +128,10 @@ def table(result: dict[str, Any], labelled: dict[str, int], *, dropped: int = 0)
     width = max(11, *(len(a) + 2 for a in attributes))
     note = f", {dropped} left out without features" if dropped else ""
     counts = ", ".join(f"{a} {n}" for a, n in labelled.items())
-    lines = [f"Split {result['split']}: {result['n']} file(s){note}; labelled: {counts}.",
-             "CCC".ljust(10) + "".join(a.rjust(width) for a in attributes)]
+    lines = [
+        f"Split {result['split']}: {result['n']} file(s){note}; labelled: {counts}.",
+        "CCC".ljust(10) + "".join(a.rjust(width) for a in attributes),
+    ]
     for kind in KINDS:
         values = [result["ccc"][kind].get(a) for a in attributes]
         lines.append(kind.ljust(10) + "".join(("-" if v is None else f"{v:.4f}").rjust(width) for v in values))

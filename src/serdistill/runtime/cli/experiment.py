@@ -1,4 +1,5 @@
 """``serdistill experiment MANIFEST --config CONFIG -o RUN_DIR``: the paper's whole protocol."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,18 +44,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from serdistill.runtime.cli.common import add_config_arguments, add_data_arguments, add_engine_arguments
 
     parser = subparsers.add_parser(
-        "experiment", help="run the paper's protocol (Table 1, Table 2, significance, report)",
-        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "experiment",
+        help="run the paper's protocol (Table 1, Table 2, significance, report)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("manifest", metavar="MANIFEST", help="manifest CSV with train, development and test splits")
-    parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
-                        help="run folder (created; an existing one of the same config is resumed)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="RUN_DIR",
+        help="run folder (created; an existing one of the same config is resumed)",
+    )
     add_config_arguments(parser)
     parser.add_argument("--trials", type=int, metavar="K", help="number of trials (overrides protocol.trials)")
-    parser.add_argument("--folds", type=int, metavar="K",
-                        help="speaker-independent K-fold cross-validation (K >= 3; overrides protocol.folds; "
-                             "default: the manifest's own splits)")
-    parser.add_argument("--settings", metavar="LIST",
-                        help="comma-separated settings to run (default: all), e.g. baseline,teachers,ts_test")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="speaker-independent K-fold cross-validation (K >= 3; overrides protocol.folds; "
+        "default: the manifest's own splits)",
+    )
+    parser.add_argument(
+        "--settings", metavar="LIST", help="comma-separated settings to run (default: all), e.g. baseline,teachers,ts_test"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_arguments(parser)
     add_engine_arguments(parser)
@@ -79,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = load_data_from_args(args, engine=engine)
         meta = {"manifest": str(args.manifest), "command": "serdistill " + shlex.join(sys.argv[1:])}
-        result = run_experiment(data, config, args.output, progress=not args.no_progress, meta=meta,
-                                engine=engine)
+        result = run_experiment(data, config, args.output, progress=not args.no_progress, meta=meta, engine=engine)
     finally:
         if engine is not None:
             engine.close()

@@ -1,4 +1,5 @@
 """``serdistill export BUNDLE -o model.onnx``: the normaliser and the students as one ONNX graph."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,18 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` command."""
     parser = subparsers.add_parser(
-        "export", help="export a bundle (normaliser + students) as one ONNX graph",
-        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "export",
+        help="export a bundle (normaliser + students) as one ONNX graph",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("bundle", metavar="BUNDLE", help="the bundle folder from 'serdistill train'")
     parser.add_argument("-o", "--output", required=True, metavar="ONNX", help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default: 17)")
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip comparing onnxruntime's outputs with the bundle's on random features")
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip comparing onnxruntime's outputs with the bundle's on random features"
+    )
     parser.set_defaults(func=run)
 
 

@@ -1,4 +1,5 @@
 """``serdistill extract MANIFEST -o features.parquet``: openSMILE features of a manifest's files."""
+
 from __future__ import annotations
 
 import argparse
@@ -46,25 +47,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("manifest", metavar="MANIFEST", help="manifest CSV (from 'serdistill corpus')")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                        help="Parquet file to write (atomically), e.g. features.parquet")
-    parser.add_argument("--feature-set", default="compare", choices=["compare", "egemaps"],
-                        help="compare: ComParE_2016, 6,373 values (default, as in the paper); "
-                             "egemaps: eGeMAPSv02, 88 values")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="Parquet file to write (atomically), e.g. features.parquet"
+    )
+    parser.add_argument(
+        "--feature-set",
+        default="compare",
+        choices=["compare", "egemaps"],
+        help="compare: ComParE_2016, 6,373 values (default, as in the paper); egemaps: eGeMAPSv02, 88 values",
+    )
     workers = default_workers()
-    parser.add_argument("--workers", type=positive_int, default=workers, metavar="N",
-                        help=f"processes extracting in parallel (default: the CPUs available, here {workers}; "
-                             "use fewer on a shared machine)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=workers,
+        metavar="N",
+        help=f"processes extracting in parallel (default: the CPUs available, here {workers}; "
+        "use fewer on a shared machine)",
+    )
     cache = parser.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", metavar="DIR",
-                       help="feature cache folder (default: $SERDISTILL_CACHE/features, else "
-                            "~/.cache/serdistill/features)")
+    cache.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)",
+    )
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    parser.add_argument("--on-error", choices=["skip", "raise"], default="skip",
-                        help="skip: leave rejected files out and go on (default); raise: stop at the first")
-    parser.add_argument("--min-duration", type=_seconds, default=0.1, metavar="SECONDS",
-                        help="reject files with less audio than this (default: 0.1; openSMILE gives only "
-                             "NaN up to about 0.05)")
+    parser.add_argument(
+        "--on-error",
+        choices=["skip", "raise"],
+        default="skip",
+        help="skip: leave rejected files out and go on (default); raise: stop at the first",
+    )
+    parser.add_argument(
+        "--min-duration",
+        type=_seconds,
+        default=0.1,
+        metavar="SECONDS",
+        help="reject files with less audio than this (default: 0.1; openSMILE gives only NaN up to about 0.05)",
+    )
     from serdistill.runtime.cli.common import add_audio_check_arguments, add_engine_arguments
 
     add_audio_check_arguments(parser)

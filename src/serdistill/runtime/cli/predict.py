@@ -1,4 +1,5 @@
 """``serdistill predict BUNDLE INPUT... -o predictions.csv``: arousal, valence, dominance of audio files."""
+
 from __future__ import annotations
 
 import argparse
@@ -47,38 +48,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from serdistill.runtime.cli.common import add_audio_check_arguments, default_workers, positive_int
 
     parser = subparsers.add_parser(
-        "predict", help="predict arousal/valence/dominance (with uncertainty) of audio files",
-        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "predict",
+        help="predict arousal/valence/dominance (with uncertainty) of audio files",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("bundle", metavar="BUNDLE", help="the bundle folder from 'serdistill train'")
     parser.add_argument("inputs", metavar="INPUT", nargs="+", help="audio files, folders or manifest CSVs")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                        help="the CSV to write, or '-' for stdout")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="the CSV to write, or '-' for stdout")
     parser.add_argument("--split", metavar="NAME", help="for manifest inputs: only the files of this split")
-    parser.add_argument("--categories", action="store_true",
-                        help="add the nearest emotion word (category, category_distance) by the NRC-VAD norms: "
-                             "a heuristic read-out of the three numbers, not a trained classifier (distance "
-                             "in the VAD space normalised to 0..1 per attribute)")
-    parser.add_argument("--labels", action="store_true",
-                        help="for manifest inputs: add their labels beside the predictions (<attribute>_label)")
-    parser.add_argument("--rejected", metavar="CSV",
-                        help="where to list the rejected files (default: OUTPUT.rejected.csv; none for stdout)")
+    parser.add_argument(
+        "--categories",
+        action="store_true",
+        help="add the nearest emotion word (category, category_distance) by the NRC-VAD norms: "
+        "a heuristic read-out of the three numbers, not a trained classifier (distance "
+        "in the VAD space normalised to 0..1 per attribute)",
+    )
+    parser.add_argument(
+        "--labels",
+        action="store_true",
+        help="for manifest inputs: add their labels beside the predictions (<attribute>_label)",
+    )
+    parser.add_argument(
+        "--rejected", metavar="CSV", help="where to list the rejected files (default: OUTPUT.rejected.csv; none for stdout)"
+    )
     workers = default_workers()
-    parser.add_argument("--workers", type=positive_int, default=workers, metavar="N",
-                        help=f"feature extraction processes (default: the CPUs available, here {workers})")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=workers,
+        metavar="N",
+        help=f"feature extraction processes (default: the CPUs available, here {workers})",
+    )
     cache = parser.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", metavar="DIR",
-                       help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)")
+    cache.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature cache folder (default: $SERDISTILL_CACHE/features, else ~/.cache/serdistill/features)",
+    )
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     add_audio_check_arguments(parser)
     segments = parser.add_argument_group("long recordings")
     choice = segments.add_mutually_exclusive_group()
     choice.add_argument("--segments", action="store_true", help="cut every file into speech segments")
     choice.add_argument("--no-segments", action="store_true", help="predict every file whole, however long")
-    segments.add_argument("--segment-over", type=float, default=30.0, metavar="S",
-                          help="cut files longer than S seconds into speech segments (default: 30)")
-    segments.add_argument("--segment-bounds", default="1,10", metavar="MIN,MAX",
-                          help="shortest and longest segment in seconds (default: 1,10)")
+    segments.add_argument(
+        "--segment-over",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="cut files longer than S seconds into speech segments (default: 30)",
+    )
+    segments.add_argument(
+        "--segment-bounds", default="1,10", metavar="MIN,MAX", help="shortest and longest segment in seconds (default: 1,10)"
+    )
     segments.add_argument("--plot", metavar="DIR", help="one PNG per segmented file in DIR: the attributes over time")
     parser.add_argument("--device", metavar="D", help="cpu, cuda or cuda:N (default: the bundle's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -100,8 +124,9 @@ def collect_files(inputs: list[str], *, split: str | None = None) -> list[str]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*")
-                            if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or _broken_link(p)))
+            files += sorted(
+                str(p) for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or _broken_link(p))
+            )
         elif path.suffix.lower() == ".csv" and path.is_file():
             files += _from_csv(path, split)
         else:  # an audio file, or a path that does not exist: the extractor rejects it with the reason
@@ -174,8 +199,10 @@ def plot_timelines(timeline, folder: str, *, label_range: tuple[float, float] = 
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    return [timeline_plot(rows, out / f"{Path(file).stem}.png", title=Path(file).name, label_range=label_range)
-            for file, rows in timeline.groupby("file", sort=False)]
+    return [
+        timeline_plot(rows, out / f"{Path(file).stem}.png", title=Path(file).name, label_range=label_range)
+        for file, rows in timeline.groupby("file", sort=False)
+    ]
 
 
 def _broken_link(path: Path) -> bool:
@@ -197,13 +224,16 @@ def _from_csv(path: Path, split: str | None) -> list[str]:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ManifestError(f"{path} is not a readable CSV ({err}).") from None
     if "file" not in table.columns:
-        raise ManifestError(f"{path} has no 'file' column (it has {', '.join(table.columns) or 'none'}); "
-                            "expected a manifest from 'serdistill corpus', or a CSV listing audio files in 'file'.")
+        raise ManifestError(
+            f"{path} has no 'file' column (it has {', '.join(table.columns) or 'none'}); "
+            "expected a manifest from 'serdistill corpus', or a CSV listing audio files in 'file'."
+        )
     if split is not None:
         if "split" not in table.columns or not (table["split"] == split).any():
             have = sorted(set(table["split"])) if "split" in table.columns else []
-            raise ManifestError(f"{path} has no files in split {split!r} (splits: {have or 'none'}); "
-                                "choose one of those, or drop --split.")
+            raise ManifestError(
+                f"{path} has no files in split {split!r} (splits: {have or 'none'}); choose one of those, or drop --split."
+            )
         table = table[table["split"] == split]
     base = os.path.dirname(absolute(path))
     return [absolute(f.strip(), base) for f in table["file"] if f.strip()]
@@ -223,19 +253,30 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, device=args.device)
     files = collect_files(args.inputs, split=args.split)
     if not files:
-        raise AudioError(f"No audio files found in {', '.join(args.inputs)} (looked for "
-                         f"{' '.join(AUDIO_EXTENSIONS)} in folders); name files, folders or manifest CSVs.")
+        raise AudioError(
+            f"No audio files found in {', '.join(args.inputs)} (looked for "
+            f"{' '.join(AUDIO_EXTENSIONS)} in folders); name files, folders or manifest CSVs."
+        )
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     options = _segment_options(args.segment_bounds)
-    long = set() if args.no_segments else set(files) if args.segments else {
-        f for f in files if _duration(f) > args.segment_over}
+    long = (
+        set()
+        if args.no_segments
+        else set(files)
+        if args.segments
+        else {f for f in files if _duration(f) > args.segment_over}
+    )
     checks = {"allow_truncated": args.allow_truncated, "min_level": args.min_level}
     whole = [f for f in files if f not in long]
-    table, rejected = bundle.predict_files(whole, cache_dir=cache_dir, workers=args.workers,
-                                           verbose=not args.quiet, **checks) if whole else (None, [])
+    table, rejected = (
+        bundle.predict_files(whole, cache_dir=cache_dir, workers=args.workers, verbose=not args.quiet, **checks)
+        if whole
+        else (None, [])
+    )
     if long:
-        timeline, more = bundle.predict_segments([f for f in files if f in long], options=options,
-                                                 workers=args.workers, verbose=not args.quiet, **checks)
+        timeline, more = bundle.predict_segments(
+            [f for f in files if f in long], options=options, workers=args.workers, verbose=not args.quiet, **checks
+        )
         table = _merge(table, timeline, files)
         rejected = rejected + more
         if args.plot:
@@ -252,9 +293,12 @@ def run(args: argparse.Namespace) -> int:
         lines += [f"  {r.file}: {r.kind}: {r.reason}" for r in rejected]
         print("\n".join(lines), file=sys.stderr)
     if len(table) == 0:
-        raise AudioError(f"None of the {len(files)} file(s) could be used (all rejected"
-                         + (f"; see {rejected_csv}" if rejected_csv else "") + "); nothing was written. "
-                         "Check that they are speech recordings of at least 0.1 s.")
+        raise AudioError(
+            f"None of the {len(files)} file(s) could be used (all rejected"
+            + (f"; see {rejected_csv}" if rejected_csv else "")
+            + "); nothing was written. "
+            "Check that they are speech recordings of at least 0.1 s."
+        )
     if args.labels:
         table = with_labels(table, args.inputs, bundle.attributes)
     if args.categories:
@@ -265,8 +309,11 @@ def run(args: argparse.Namespace) -> int:
     outside = bundle.outside_scale(table)
     if outside:
         low, high = bundle.label_range
-        print(f"Note: {outside} of {len(table)} file(s) have a prediction outside the label scale {low:g}..{high:g} "
-              "the bundle was trained on (not clipped): the model is extrapolating on them.", file=sys.stderr)
+        print(
+            f"Note: {outside} of {len(table)} file(s) have a prediction outside the label scale {low:g}..{high:g} "
+            "the bundle was trained on (not clipped): the model is extrapolating on them.",
+            file=sys.stderr,
+        )
     if to_stdout:
         table.to_csv(sys.stdout, index=False, float_format="%.6g")
         sys.stdout.flush()

@@ -1,4 +1,5 @@
 """``serdistill train MANIFEST --config CONFIG -o BUNDLE``: train the teacher-student ensemble."""
+
 from __future__ import annotations
 
 import argparse
@@ -46,18 +47,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from serdistill.runtime.cli.common import add_config_arguments, add_data_arguments, add_engine_arguments, positive_int
 
     parser = subparsers.add_parser(
-        "train", help="train teachers and students on a manifest; write a model bundle",
-        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train",
+        help="train teachers and students on a manifest; write a model bundle",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("manifest", metavar="MANIFEST", help="manifest CSV with train and development splits")
     parser.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="the bundle folder to write")
     add_config_arguments(parser)
     add_data_arguments(parser)
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="torch CPU threads (default: torch's choice, one per core; on cores busy with "
-                             "other jobs, 1 can be much faster)")
-    parser.add_argument("--restart", action="store_true",
-                        help="discard the checkpoints of an earlier, unfinished run and start afresh")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice, one per core; on cores busy with "
+        "other jobs, 1 can be much faster)",
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="discard the checkpoints of an earlier, unfinished run and start afresh"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-model lines")
     add_engine_arguments(parser)
     parser.set_defaults(func=run)
@@ -113,27 +122,48 @@ def _train(args: argparse.Namespace) -> int:
     engine = engine_from_args(args, config)  # teachers and students as tasks (Ray: extraction chunks too)
     progress = Progress(enabled=not args.quiet)
     try:
-        data = load_dataset(args.manifest, features=args.features, feature_set=args.feature_set,
-                            cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet,
-                            engine=extraction_engine(engine), **label_options(args))
+        data = load_dataset(
+            args.manifest,
+            features=args.features,
+            feature_set=args.feature_set,
+            cache_dir=args.cache_dir,
+            workers=args.workers,
+            verbose=not args.quiet,
+            engine=extraction_engine(engine),
+            **label_options(args),
+        )
         arrays = _arrays(data, config, args.manifest)
         _check_run(folder, config, arrays)
         model = TSModel(config, on_epoch=progress, checkpoint_dir=folder, engine=engine)
-        model.fit(arrays["X"], arrays["y"], arrays["X_dev"], arrays["y_dev"],
-                  X_unlabelled=arrays["X_unlabelled"], unlabelled_info=arrays["unlabelled_info"])
+        model.fit(
+            arrays["X"],
+            arrays["y"],
+            arrays["X_dev"],
+            arrays["y_dev"],
+            X_unlabelled=arrays["X_unlabelled"],
+            unlabelled_info=arrays["unlabelled_info"],
+        )
     finally:
         progress.close()
         if engine is not None:
             engine.close()
     seconds = time.perf_counter() - tic
-    extra = {"data": {"manifest": str(Path(args.manifest).absolute()), "corpus": _corpus(data.manifest.files, args.manifest),
-                      "features": None if args.features is None else str(Path(args.features).absolute()),
-                      "splits": data.split_counts(), "dropped": len(data.dropped),
-                      "train": len(arrays["X"]), "development": len(arrays["X_dev"]),
-                      "unlabelled": 0 if arrays["X_unlabelled"] is None else len(arrays["X_unlabelled"])},
-             "train_seconds": seconds}
-    save_bundle(output, model, arrays["normaliser"], describe_features(data), extra=extra,
-                label_range=data.manifest.label_range)
+    extra = {
+        "data": {
+            "manifest": str(Path(args.manifest).absolute()),
+            "corpus": _corpus(data.manifest.files, args.manifest),
+            "features": None if args.features is None else str(Path(args.features).absolute()),
+            "splits": data.split_counts(),
+            "dropped": len(data.dropped),
+            "train": len(arrays["X"]),
+            "development": len(arrays["X_dev"]),
+            "unlabelled": 0 if arrays["X_unlabelled"] is None else len(arrays["X_unlabelled"]),
+        },
+        "train_seconds": seconds,
+    }
+    save_bundle(
+        output, model, arrays["normaliser"], describe_features(data), extra=extra, label_range=data.manifest.label_range
+    )
     shutil.rmtree(folder, ignore_errors=True)
     print(summary(model, output, seconds))
     return 0
@@ -168,10 +198,16 @@ def _arrays(data: Any, config: Any, manifest: str) -> dict[str, Any]:
             )
     source = config.unlabelled.source
     # only the splits the source reads (each is a normalised copy: 258 MB for MSP-Podcast's test set)
-    X_test = data.arrays("test", attributes=attributes, normaliser=normaliser)[0] \
-        if data.has("test") and source in ("test", "unlabeled") else None
-    X_pool = data.arrays("unlabeled", attributes=attributes, normaliser=normaliser)[0] \
-        if data.has("unlabeled") and source == "unlabeled" else None
+    X_test = (
+        data.arrays("test", attributes=attributes, normaliser=normaliser)[0]
+        if data.has("test") and source in ("test", "unlabeled")
+        else None
+    )
+    X_pool = (
+        data.arrays("unlabeled", attributes=attributes, normaliser=normaliser)[0]
+        if data.has("unlabeled") and source == "unlabeled"
+        else None
+    )
     if source == "test" and X_test is None:
         raise ConfigError(
             f"The config's [unlabelled] source is 'test', but manifest {manifest} has no test split "
@@ -179,8 +215,15 @@ def _arrays(data: Any, config: Any, manifest: str) -> dict[str, Any]:
             "(or unlabeled, with an 'unlabeled' split)."
         )
     X_unlabelled, info = select_unlabelled(config.unlabelled, X_test=X_test, X_pool=X_pool, seed=config.seed)
-    return {"X": X, "y": y, "X_dev": X_dev, "y_dev": y_dev, "X_unlabelled": X_unlabelled,
-            "unlabelled_info": info, "normaliser": normaliser}
+    return {
+        "X": X,
+        "y": y,
+        "X_dev": X_dev,
+        "y_dev": y_dev,
+        "X_unlabelled": X_unlabelled,
+        "unlabelled_info": info,
+        "normaliser": normaliser,
+    }
 
 
 def _check_run(folder: Path, config: Any, arrays: dict[str, Any]) -> None:
@@ -237,8 +280,15 @@ class Progress:
             if self.stream.isatty():
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=info["epochs"], initial=info["epoch"] - 1, leave=False, unit="epoch",
-                           desc=f"{info.get('group')}: {info.get('name')}", file=self.stream, dynamic_ncols=True)
+                bar = tqdm(
+                    total=info["epochs"],
+                    initial=info["epoch"] - 1,
+                    leave=False,
+                    unit="epoch",
+                    desc=f"{info.get('group')}: {info.get('name')}",
+                    file=self.stream,
+                    dynamic_ncols=True,
+                )
             self.models[key] = [bar, 0.0]
         state = self.models[key]
         state[1] += float(info.get("seconds", 0.0))
@@ -250,9 +300,12 @@ class Progress:
                 state[0].close()
             del self.models[key]
             stopped = f", stopped early at {info['epoch']}" if info.get("stopped_early") else ""
-            print(f"{info.get('group')}: {info.get('name')}: best dev CCC {info['best_dev_ccc']:.3f} "
-                  f"at epoch {info['best_epoch']}/{info['epochs']}{stopped} ({state[1]:.1f} s)",
-                  file=self.stream, flush=True)
+            print(
+                f"{info.get('group')}: {info.get('name')}: best dev CCC {info['best_dev_ccc']:.3f} "
+                f"at epoch {info['best_epoch']}/{info['epochs']}{stopped} ({state[1]:.1f} s)",
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         for bar, _ in self.models.values():
@@ -271,8 +324,7 @@ def summary(model: Any, output: Path, seconds: float) -> str:
         if kind in ("ridge", "svr") and all(v is None for v in values):
             continue
         lines.append(kind.ljust(10) + "".join(("-" if v is None else f"{v:.4f}").rjust(width) for v in values))
-    lines.append("alpha/beta".ljust(10) + "".join(f"{model.alpha_[g]:g}/{model.beta_[g]:g}".rjust(width)
-                                                  for g in groups))
+    lines.append("alpha/beta".ljust(10) + "".join(f"{model.alpha_[g]:g}/{model.beta_[g]:g}".rjust(width) for g in groups))
     unlabelled = model.unlabelled_
     lines.append(f"Unlabelled data: {unlabelled.get('source')} ({unlabelled.get('n', 0)} segments).")
     lines.append(f"Trained in {seconds:.1f} s. Wrote {output}")
