@@ -10,6 +10,12 @@ started once). Printed per engine: seconds of each batch and the peak PSS of thi
 and its workers (sampled every 20 ms, a page shared by several processes counted once),
 and whether the two engines trained bit-identical teachers. The ratio is ours against
 joblib's, measured in this run.
+
+With ``--pool-extract N`` (default: every EmoDB file; 0 skips it) the same question for
+feature extraction: ``FeatureExtractor(num_workers=2)`` (a ``concurrent.futures`` process
+pool, forked, one openSMILE instance per worker) against loky's reusable executor running
+the same worker initialiser and the same chunks of files. Printed: wall seconds (workers
+started included), peak PSS, and whether the features are bit-identical.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pool-rows", type=int, default=24000, metavar="N",
                        help="rows of the shared matrix (default 24,000: 612 MB)")
     group.add_argument("--pool-steps", type=int, default=40, metavar="N", help="training steps per task (default 40)")
+    group.add_argument("--pool-extract", type=int, default=-1, metavar="N",
+                       help="EmoDB files for the extraction comparison (default: all; 0: skip it)")
 
 
 def train_task(seed: int, *, X: np.ndarray, y: np.ndarray, X_dev: np.ndarray, y_dev: np.ndarray, steps: int) -> dict:
@@ -122,7 +130,58 @@ def run(args: argparse.Namespace) -> list[dict]:
          "batch_2_s": round(ours_s[1] / loky_s[1], 2), "peak_pss_gb": round(ours_peak / loky_peak, 2),
          "above_start_gb": "", "same_teachers": "yes" if same else "no"},
     ]
-    return rows
+    files = int(getattr(args, "pool_extract", -1))
+    return rows + (_extraction(files) if files else [])
+
+
+def _extraction(count: int) -> list[dict]:
+    """features.py's pool against loky's executor, on the same files and chunks."""
+    import math
+
+    from joblib.externals.loky import get_reusable_executor
+
+    from benchmarks.bench_accuracy import emodb_root
+    from serdistill.data import features
+    from serdistill.data.features import FeatureExtractor, FeatureSet
+
+    files = sorted(str(f) for f in (emodb_root() / "audio").glob("*.flac"))
+    files = files if count < 0 else files[:count]
+    print(f"  extraction: {len(files)} EmoDB files, ComParE_2016, 2 workers", flush=True)
+
+    def ours():
+        tic = time.perf_counter()
+        table = FeatureExtractor(FeatureSet.ComParE_2016, num_workers=2, verbose=False).process_files(files)
+        return [time.perf_counter() - tic], [table.to_numpy(dtype=np.float32)]
+
+    def loky():
+        tic = time.perf_counter()
+        extractor = FeatureExtractor(FeatureSet.ComParE_2016)  # its defaults, for the worker's checks
+        executor = get_reusable_executor(max_workers=2, initializer=features._init_worker, reuse=False,
+                                         initargs=(FeatureSet.ComParE_2016, extractor.min_duration,
+                                                   extractor.allow_truncated, extractor.min_level))
+        size = max(1, min(features._CHUNK_MAX, math.ceil(len(files) / 8)))  # as FeatureExtractor._submit
+        tasks = list(enumerate(files))
+        futures = [executor.submit(features._run_chunk, tasks[k:k + size]) for k in range(0, len(tasks), size)]
+        out = np.empty((len(files), len(features.feature_names(FeatureSet.ComParE_2016))), np.float32)
+        for future in futures:
+            for job, outcome in future.result():
+                out[job] = outcome.features
+        executor.shutdown(wait=True)
+        return [time.perf_counter() - tic], [out]
+
+    base = _tree_pss_now()
+    ours_s, ours_peak, ours_out = _measure(ours)
+    loky_s, loky_peak, loky_out = _measure(loky)
+    same = np.array_equal(ours_out[0], loky_out[0])
+    return [
+        {"engine": "extraction: FeatureExtractor's pool (ours)", "batch_1_s": round(ours_s[0], 1), "batch_2_s": "",
+         "peak_pss_gb": round(ours_peak / 1e9, 2), "above_start_gb": round((ours_peak - base) / 1e9, 2)},
+        {"engine": "extraction: loky executor, same chunks", "batch_1_s": round(loky_s[0], 1), "batch_2_s": "",
+         "peak_pss_gb": round(loky_peak / 1e9, 2), "above_start_gb": round((loky_peak - base) / 1e9, 2)},
+        {"engine": "extraction: ours / loky", "batch_1_s": round(ours_s[0] / loky_s[0], 2), "batch_2_s": "",
+         "peak_pss_gb": round(ours_peak / loky_peak, 2), "above_start_gb": "",
+         "same_teachers": "same features" if same else "features differ"},
+    ]
 
 
 def _tree_pss_now() -> int:

@@ -92,6 +92,16 @@ def installed_versions(*names: str) -> dict[str, str]:
     return {**found, **{name: version(name) for name in names if name not in found}}
 
 
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, or None when it is None, NaN or infinite (a score for JSON).
+
+    Examples:
+        >>> finite_or_none(0.5), finite_or_none(float("nan")), finite_or_none(None)
+        (0.5, None, None)
+    """
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
 def jsonable(value: Any) -> Any:
     """``value`` for strict JSON: non-finite floats become None, numpy scalars and arrays plain
     Python, mappings (with str keys) and sequences converted all the way down.

@@ -129,6 +129,22 @@ def read_audio(path: str, *, sampling_rate: int = SAMPLING_RATE) -> Audio:
     return Audio(signal=signal, duration=frames / rate, declared_duration=declared / rate)
 
 
+def declared_duration(path: str, default: float = float("nan")) -> float:
+    """Seconds of audio ``path``'s header declares, without reading the samples; ``default``
+    when it cannot be read (the file is then checked, and rejected, where it is read).
+
+    Examples:
+        >>> declared_duration("no/such/file.wav", 0.0)
+        0.0
+    """
+    import soundfile as sf
+
+    try:
+        return float(sf.info(path).duration)
+    except Exception:
+        return default
+
+
 def check_audio(
     file: str,
     duration: float,

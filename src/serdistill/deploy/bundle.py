@@ -47,7 +47,7 @@ import pandas as pd
 from serdistill import __version__
 from serdistill.base.errors import BundleError, SerdistillError
 from serdistill.base.io import DIR_MODE, installed_versions, jsonable, write_json, write_text
-from serdistill.data.audio import MIN_LEVEL
+from serdistill.data.audio import MIN_LEVEL, declared_duration
 from serdistill.data.manifest import DEFAULT_LABEL_RANGE
 from serdistill.data.normalise import Normaliser
 from serdistill.method.config import Config
@@ -475,7 +475,7 @@ class Bundle:
             frame[attribute] = mean[:, j]
         for j, attribute in enumerate(self.attributes):
             frame[f"{attribute}_std"] = std[:, j]
-        frame["duration"] = [_duration(f) for f in frame["file"]]
+        frame["duration"] = [declared_duration(f) for f in frame["file"]]  # informative only
         return frame[columns], list(extractor.rejected)
 
     def predict_segments(
@@ -801,15 +801,6 @@ def _known(name: str) -> bool:
 
 def _cli_name(feature_set: str) -> str:
     return {"ComParE_2016": "compare", "eGeMAPSv02": "egemaps"}.get(feature_set, feature_set)
-
-
-def _duration(file: str) -> float:
-    import soundfile as sf
-
-    try:
-        return float(sf.info(file).duration)
-    except Exception:  # duration is informative only
-        return float("nan")
 
 
 __all__ = [

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from serdistill.base.errors import ConfigError
-from serdistill.base.io import atomic_path, write_json, write_text
+from serdistill.base.io import atomic_path, finite_or_none, write_json, write_text
 from serdistill.data.dataset import SPLIT_DISK_BYTES, Dataset
 from serdistill.data.feature_rows import concat_embeddings, select_embedding_rows
 from serdistill.data.storage import (
@@ -542,19 +542,19 @@ class _GroupRun:
         (self.work).mkdir(parents=True, exist_ok=True)
         model.fit(self.X, self.y, self.X_dev, self.y_dev)
         prediction = np.asarray(model.predict(self.X_test)).reshape(len(self.X_test), -1)
-        self.record("baseline", prediction, {"dev_ccc": _finite(model.dev_ccc_), "best_epoch": model.best_epoch_})
+        self.record("baseline", prediction, {"dev_ccc": finite_or_none(model.dev_ccc_), "best_epoch": model.best_epoch_})
 
     def run_reference(self, kind: str) -> None:
         model = LinearReference(kind, seed=derive_seed(self.seed, kind)).fit(self.X, self.y, self.X_dev, self.y_dev)
         self.record(
             kind,
             model.predict(self.X_test),
-            {"dev_ccc": [_finite(v) for v in model.dev_ccc_], "choice": model.choice_, "n_train": model.n_train_},
+            {"dev_ccc": [finite_or_none(v) for v in model.dev_ccc_], "choice": model.choice_, "n_train": model.n_train_},
         )
 
     def run_teachers(self) -> None:
         teachers = self.teachers()
-        dev_ccc = [_finite(s) for s in teachers.dev_ccc_]
+        dev_ccc = [finite_or_none(s) for s in teachers.dev_ccc_]
         failed = failed_members("teacher", teachers.dev_ccc_, teachers.histories_, group=f"{self.label} {self.name}")
         mc = self.mc("test")
         mean, std = summarise_teachers(mc, return_std=True)
@@ -714,10 +714,6 @@ def _groups(config: Config) -> list[tuple[str, list[int]]]:
 
 def _safe(name: str) -> str:
     return name.replace("+", "_")
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
 def _with_stage(hook: Callable[[dict[str, Any]], None], stage: str) -> Callable[[dict[str, Any]], None]:

@@ -112,7 +112,3 @@ def _ckpt(folder: str | os.PathLike[str] | None, name: str) -> Path | None:
 def _absolute(folder: str | os.PathLike[str] | None) -> Path | None:
     """``folder`` as an absolute path: engine tasks may run in another working directory."""
     return None if folder is None else Path(folder).absolute()
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if value is not None and math.isfinite(float(value)) else None

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from serdistill.base.errors import ConfigError, NotFittedError
-from serdistill.base.io import atomic_path, write_json
+from serdistill.base.io import atomic_path, finite_or_none, write_json
 from serdistill.data.storage import labelled_rows, release_memory, select_rows
 from serdistill.method.config import Config
 from serdistill.method.ensemble.baseline import Baseline
@@ -26,7 +26,6 @@ from serdistill.method.ensemble.common import (
     _config,
     _dev_score,
     _Estimator,
-    _finite,
     _hook,
     _n_features,
 )
@@ -226,11 +225,11 @@ class TSModel(_Estimator):
         )
         self.dev_ccc_[name] = {
             "failed": failed,
-            "baseline": None if baseline is None else _finite(baseline.dev_ccc_),
-            "teachers": _finite(_dev_score(np.asarray(teachers.predict(X_d)).reshape(len(X_d), -1), y_d)),
-            "teacher_members": [_finite(s) for s in teachers.dev_ccc_],
+            "baseline": None if baseline is None else finite_or_none(baseline.dev_ccc_),
+            "teachers": finite_or_none(_dev_score(np.asarray(teachers.predict(X_d)).reshape(len(X_d), -1), y_d)),
+            "teacher_members": [finite_or_none(s) for s in teachers.dev_ccc_],
             "students": students.dev_ccc_,
-            **{kind: _finite(np.mean(ref.dev_ccc_)) for kind, ref in references.items()},
+            **{kind: finite_or_none(np.mean(ref.dev_ccc_)) for kind, ref in references.items()},
         }
         return Group(name, columns, baseline, teachers, students, references)
 

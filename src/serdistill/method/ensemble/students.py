@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from serdistill.base.errors import ConfigError
-from serdistill.base.io import jsonable, write_json
+from serdistill.base.io import finite_or_none, jsonable, write_json
 from serdistill.data.feature_rows import release, select_embedding_rows
 from serdistill.data.storage import labelled_rows, select_rows
 from serdistill.method.config import Config
@@ -28,7 +28,6 @@ from serdistill.method.ensemble.common import (
     _config,
     _dev_score,
     _Estimator,
-    _finite,
     _hook,
     _n_features,
     _squeeze,
@@ -237,8 +236,8 @@ class StudentEnsemble(_Estimator):
             row = {
                 "alpha": alpha,
                 "beta": beta,
-                "dev_ccc": _finite(score),
-                "member_dev_ccc": [_finite(r.best_score) for r in results],
+                "dev_ccc": finite_or_none(score),
+                "member_dev_ccc": [finite_or_none(r.best_score) for r in results],
                 "best_epochs": [r.best_epoch for r in results],
                 "seconds": time.perf_counter() - tic,
             }
@@ -381,8 +380,8 @@ class StudentEnsemble(_Estimator):
                     rows[key] = {
                         "alpha": a,
                         "beta": b,
-                        "dev_ccc": _finite(score),
-                        "member_dev_ccc": [_finite(m.best_score) for m in results],
+                        "dev_ccc": finite_or_none(score),
+                        "member_dev_ccc": [finite_or_none(m.best_score) for m in results],
                         "best_epochs": [m.best_epoch for m in results],
                         "halving_round": r,
                         "budget_epochs": budget,

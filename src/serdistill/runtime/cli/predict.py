@@ -159,16 +159,6 @@ def with_labels(table, inputs: list[str], attributes: list[str]):
     return table
 
 
-def _duration(file: str) -> float:
-    """Seconds of audio a file's header declares (0 when it cannot be read: predicted whole, and rejected)."""
-    import soundfile as sf
-
-    try:
-        return float(sf.info(file).duration)
-    except Exception:
-        return 0.0
-
-
 def _segment_options(text: str):
     from serdistill.base.errors import ConfigError
     from serdistill.data.segments import SegmentOptions
@@ -257,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
             f"No audio files found in {', '.join(args.inputs)} (looked for "
             f"{' '.join(AUDIO_EXTENSIONS)} in folders); name files, folders or manifest CSVs."
         )
+    from serdistill.data.audio import declared_duration
+
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     options = _segment_options(args.segment_bounds)
     long = (
@@ -264,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         if args.no_segments
         else set(files)
         if args.segments
-        else {f for f in files if _duration(f) > args.segment_over}
+        else {f for f in files if declared_duration(f, 0.0) > args.segment_over}  # unreadable: whole, then rejected
     )
     checks = {"allow_truncated": args.allow_truncated, "min_level": args.min_level}
     whole = [f for f in files if f not in long]
