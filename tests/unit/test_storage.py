@@ -97,7 +97,7 @@ def test_load_dataset_names_non_finite_files_from_parquet(tmp_path: Path, rng: n
 
 
 def test_concat_rows_equals_numpy_in_memory_and_on_disk(rng: np.random.Generator) -> None:
-    from serdistill.study.experiment import _concat_on_disk
+    from serdistill.data.feature_rows import concat_embeddings
     from serdistill.data.storage import concat_rows
 
     a, b = rng.standard_normal((7, 5)).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)
@@ -108,7 +108,9 @@ def test_concat_rows_equals_numpy_in_memory_and_on_disk(rng: np.random.Generator
         np.testing.assert_array_equal(out, np.concatenate([a, b]))
         assert is_on_disk(out) == (disk_bytes == 0)
     e, f = rng.standard_normal((2, 4, 3)).astype(np.float32), rng.standard_normal((2, 5, 3)).astype(np.float32)
-    joined = _concat_on_disk(e, f)
+    e_on_disk = disk_matrix((2 * 4, 3)).reshape(2, 4, 3)
+    e_on_disk[:] = e
+    joined = concat_embeddings(e_on_disk, f)  # on disk when the first part is
     np.testing.assert_array_equal(joined, np.concatenate([e, f], axis=1))
     assert is_on_disk(joined)
 
