@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> list[dict]:
          "above_start_gb": round((loky_peak - base) / 1e9, 2)},
         {"engine": "ours / joblib", "batch_1_s": round(ours_s[0] / loky_s[0], 2),
          "batch_2_s": round(ours_s[1] / loky_s[1], 2), "peak_pss_gb": round(ours_peak / loky_peak, 2),
-         "above_start_gb": "", "same_teachers": "yes" if same else "no"},
+         "above_start_gb": "", "same_result": "same teachers" if same else "teachers differ"},
     ]
     files = int(getattr(args, "pool_extract", -1))
     return rows + (_extraction(files) if files else [])
@@ -180,7 +180,7 @@ def _extraction(count: int) -> list[dict]:
          "peak_pss_gb": round(loky_peak / 1e9, 2), "above_start_gb": round((loky_peak - base) / 1e9, 2)},
         {"engine": "extraction: ours / loky", "batch_1_s": round(ours_s[0] / loky_s[0], 2), "batch_2_s": "",
          "peak_pss_gb": round(ours_peak / loky_peak, 2), "above_start_gb": "",
-         "same_teachers": "same features" if same else "features differ"},
+         "same_result": "same features" if same else "features differ"},
     ]
 
 

@@ -37,8 +37,12 @@ def _check_X(X: Any, what: str, d: int | None = None) -> np.ndarray:
         raise ValueError(f"{what} must be 2-D (segments x features); got shape {X.shape}.")
     if d is not None and X.shape[1] != d:
         raise ValueError(f"{what} has {X.shape[1]} features; the model was fitted on {d}.")
-    # in blocks, released as they pass: no (n, d) bool array, no features left mapped
-    if not all(bool(torch.isfinite(block).all()) for _, block in FeatureRows(X).blocks(2048)):
+    # in blocks, released as they pass: no (n, d) bool array, and no features left mapped
+    # afterwards (the last pages under the budget too: the checked arrays may wait long)
+    rows = FeatureRows(X)
+    finite = all(bool(torch.isfinite(block).all()) for _, block in rows.blocks(2048))
+    rows.release()
+    if not finite:
         raise ValueError(f"{what} holds NaN or inf; features must be finite (check extraction and normalisation).")
     return np.ascontiguousarray(X)
 
