@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: Each layer's modules (and packages), bottom up; ``tests/unit/test_architecture.py`` holds them to it.
 LAYERS = {
-    "base": ("errors", "io", "lifecycle", "events"),
+    "base": ("errors", "io", "lifecycle", "events", "protocols"),
     "data": (
         "manifest",
         "corpora",

@@ -306,6 +306,53 @@ def test_one_and_two_workers_give_identical_results(real: list[Path], tmp_path: 
     assert rejected[0] == rejected[1] and [r.file for r in rejected[0]] == [str(bad)]
 
 
+def test_a_dead_worker_is_a_clear_error_and_the_next_call_works(
+        real: list[Path], reference: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+    import signal
+
+    from serdistill.base.errors import WorkerError
+
+    original = _Engine.extract
+    victim = np.asarray(_speech(real[2]), np.float32)
+
+    def dying(self, signal_):  # the forked worker inherits this: it dies on real[2], as if OOM-killed
+        if len(signal_) == len(victim) and np.array_equal(signal_, victim):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, signal_)
+
+    monkeypatch.setattr(_Engine, "extract", dying)
+    extractor = _extractor(num_workers=2)
+    with pytest.raises(WorkerError, match="worker process died.*Run the command again"):
+        extractor.process_files(real[:4])
+    assert not multiprocessing.active_children()
+    monkeypatch.setattr(_Engine, "extract", original)
+    np.testing.assert_array_equal(extractor.process_files(real[2:4]).to_numpy(), reference[2:4])
+
+
+def test_an_error_in_the_parent_stops_the_workers_and_keeps_finished_files(
+        real: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    from serdistill.data import features
+
+    received: list[str] = []
+    original = features._Run._receive
+
+    def receive(self, key, indices, outcome):
+        if received:
+            raise KeyboardInterrupt  # Ctrl-C after the first file came back
+        received.append(key)
+        original(self, key, indices, outcome)
+
+    monkeypatch.setattr(features._Run, "_receive", receive)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        _extractor(num_workers=2, cache_dir=cache).process_files(real)
+    assert not multiprocessing.active_children()
+    assert len(FeatureCache(cache, feature_settings(), dim=6373)) == 1
+
+
 # ---------------------------------------------------------------- tables, alignment, CLI
 
 

@@ -41,5 +41,9 @@ class NotFittedError(SerdistillError, ValueError, AttributeError):
     A ValueError and an AttributeError, as scikit-learn's ``NotFittedError``."""
 
 
+class WorkerError(SerdistillError, RuntimeError):
+    """A worker process died while it worked (killed for memory, or crashed)."""
+
+
 class ResultsError(SerdistillError, ValueError):
     """A results table (or grid, or consistency table) lacks columns or holds bad values."""

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from serdistill.base.errors import FeatureError, ManifestError
+from serdistill.base.protocols import Engine
 from serdistill.data.manifest import ATTRIBUTES, DEFAULT_LABEL_RANGE, Manifest, read_manifest
 from serdistill.data.normalise import Normaliser
 from serdistill.data.storage import disk_matrix, is_on_disk, large_empty, take_rows
@@ -145,7 +146,7 @@ def load_dataset(
     workers: int = 1,
     verbose: bool = True,
     require_train: bool = True,
-    engine: Any = None,
+    engine: Engine | None = None,
     on_disk: bool | None = None,
     label_range: tuple[float, float] | None = DEFAULT_LABEL_RANGE,
     out_of_range: str = "error",

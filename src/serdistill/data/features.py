@@ -16,6 +16,7 @@ them if anyone asks for their features. See docs/features.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -28,8 +29,9 @@ import signal as signals
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serdistill.base.errors import ConfigError
+from serdistill.base.errors import ConfigError, WorkerError
 from serdistill.base.io import absolute, working_folder
 from serdistill.base.lifecycle import exit_with_parent, started_on_main_thread
+from serdistill.base.protocols import Engine
 from serdistill.data.audio import (
     MIN_LEVEL,
     SAMPLING_RATE,
@@ -391,14 +394,11 @@ class FeatureExtractor:
                 for i, file, start, end in tasks:
                     receive([(i, engine.process_segment(file, start, end))])
             else:
-                pool = _pool(feature_set, self, workers)
-                try:
+                with _pool(feature_set, self, workers) as pool:
                     size = max(1, min(8, math.ceil(len(tasks) / (4 * workers))))
                     futures = [pool.submit(_run_segments, tasks[k : k + size]) for k in range(0, len(tasks), size)]
                     for future in as_completed(futures):
                         receive(future.result())
-                finally:
-                    pool.shutdown(wait=True, cancel_futures=True)
         return values, outcomes
 
     def process_files(self, files: Iterable[PathLike]) -> pd.DataFrame:
@@ -450,7 +450,7 @@ class _Run:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         verbose = self.owner.verbose
-        with logging_redirect_tqdm() if verbose else _nothing():
+        with logging_redirect_tqdm() if verbose else contextlib.nullcontext():
             with tqdm(
                 self.paths,
                 desc="hashing",
@@ -461,8 +461,7 @@ class _Run:
             ) as hashing:
                 jobs = self._lookup(hashing)
             workers = min(self.owner.num_workers, len(jobs))
-            pool = _pool(self.feature_set, self.owner, workers) if workers > 1 else None
-            try:
+            with _pool(self.feature_set, self.owner, workers) if workers > 1 else contextlib.nullcontext() as pool:
                 # Submitting forks the workers: do it before the progress bar starts its thread.
                 futures = self._submit(pool, jobs, workers) if pool is not None else []
                 self.bar = tqdm(
@@ -482,9 +481,6 @@ class _Run:
                             for job, outcome in future.result():
                                 key, indices = jobs[job]
                                 self._receive(key, indices, outcome)
-            finally:
-                if pool is not None:  # after an error: drop queued work, wait for running chunks
-                    pool.shutdown(wait=True, cancel_futures=True)
         return self._table()
 
     def _lookup(self, paths: Iterable[str]) -> list[tuple[str, list[int]]]:
@@ -580,23 +576,33 @@ class _Run:
         return table
 
 
-def _pool(feature_set: FeatureSet, owner: FeatureExtractor, workers: int) -> ProcessPoolExecutor:
-    # fork on Linux: workers start in milliseconds and scripts need no __main__ guard.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(
+@contextlib.contextmanager
+def _pool(feature_set: FeatureSet, owner: FeatureExtractor, workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes for one call, each running one openSMILE for every file it gets.
+
+    Forked on Linux: the workers share the parent's memory and start in milliseconds (loky's
+    fork-and-exec workers measured 0.12 GB more and a few seconds slower to start for 2
+    workers: docs/scaling.md). After an error or Ctrl-C, queued work is dropped and running
+    chunks (at most :data:`_CHUNK_MAX` files) finish; a worker that died is a
+    :class:`WorkerError`.
+    """
+    method = "fork" if sys.platform.startswith("linux") else "spawn"  # spawn: scripts need a __main__ guard
+    pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_init_worker,
         initargs=(feature_set, owner.min_duration, owner.allow_truncated, owner.min_level, started_on_main_thread()),
     )
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    try:
+        yield pool
+    except BrokenProcessPool as err:
+        raise WorkerError(
+            "A feature extraction worker process died: it was killed (most often for memory: see 'dmesg') "
+            "or openSMILE crashed on a file. Run the command again: the files finished before are in the "
+            "feature cache; --workers 1 extracts in one process and names the file being read when it fails."
+        ) from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -625,7 +631,7 @@ def extract_manifest(
     manifest: Manifest | PathLike,
     *,
     output: PathLike | None = None,
-    engine: object | None = None,
+    engine: Engine | None = None,
     **kwargs: object,
 ) -> ExtractionResult:
     """Extract the features of every file of a manifest.
@@ -672,7 +678,7 @@ def _extract_chunk(
 
 
 def extract_files_with_engine(
-    files: Iterable[PathLike], engine, *, chunk_size: int = ENGINE_CHUNK, **kwargs: object
+    files: Iterable[PathLike], engine: Engine, *, chunk_size: int = ENGINE_CHUNK, **kwargs: object
 ) -> tuple[pd.DataFrame, list[Rejection], ExtractionStats]:
     """Extract ``files`` in chunks, one engine task per chunk; identical to :class:`FeatureExtractor`.
 

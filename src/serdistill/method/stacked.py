@@ -65,7 +65,9 @@ from serdistill.method.training import (
     batches,
     n_batches,
     set_output_layer,
+    student_fingerprint,
     student_weights,
+    supervised_fingerprint,
 )
 
 logger = logging.getLogger(__name__)
@@ -292,23 +294,8 @@ def fit_students_stacked(
         return losses
 
     fingerprints = [
-        dict(
-            kind="student",
-            init=train.init,
-            in_dim=stack.in_dim,
-            hidden=list(stack.hidden),
-            lr=config.lr,
-            optimizer=config.optimizer,
-            alpha=j.alpha,
-            beta=j.beta,
-            batch_size=B,
-            seed=j.seed,
-            n_train=n,
-            n_unlabelled=m,
-            n_dev=len(X_dev),
-            head=config.head,
-            mse=config.mse,
-            weight_decay=config.weight_decay,
+        student_fingerprint(
+            config, train, stack, alpha=j.alpha, beta=j.beta, batch_size=B, seed=j.seed, n=(n, m, len(X_dev))
         )
         for j in jobs
     ]
@@ -360,19 +347,17 @@ def fit_teachers_stacked(
         return _ccc_loss_members(prediction, batch.labels(y_t))
 
     fingerprints = [
-        dict(
-            kind="teacher",
-            init=train.init,
-            in_dim=stack.in_dim,
-            hidden=list(stack.hidden),
+        supervised_fingerprint(
+            "teacher",
+            train,
+            stack,
             dropout=p,
             lr=config.lr,
             momentum=config.momentum,
             optimizer=config.optimizer,
             batch_size=B,
             seed=s,
-            n_train=n,
-            n_dev=len(X_dev),
+            n=(n, len(X_dev)),
         )
         for p, s in zip(dropouts, seeds)
     ]

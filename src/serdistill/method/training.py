@@ -460,23 +460,8 @@ def fit_student(
         out["steps"] = min(limit * (2 if len(U_r) else 1), len(steps))
         return out
 
-    fingerprint = dict(
-        kind="student",
-        init=train.init,
-        in_dim=model.in_dim,
-        hidden=list(model.hidden),
-        lr=config.lr,
-        optimizer=config.optimizer,
-        alpha=alpha,
-        beta=beta,
-        batch_size=B,
-        seed=seed,
-        n_train=len(X_r),
-        n_unlabelled=len(U_r),
-        n_dev=len(X_dev),
-        head=config.head,
-        mse=config.mse,
-        weight_decay=config.weight_decay,
+    fingerprint = student_fingerprint(
+        config, train, model, alpha=alpha, beta=beta, batch_size=B, seed=seed, n=(len(X_r), len(U_r), len(X_dev))
     )
     per_epoch = max(n_batches(len(X_r), B), n_batches(len(U_r), B) if len(U_r) else 0)
     return _loop(
@@ -535,19 +520,17 @@ def _fit_supervised(
             count += len(idx)
         return {"train_loss": total / max(count, 1), "steps": len(steps)}
 
-    fingerprint = dict(
-        kind=kind,
-        init=train.init,
-        in_dim=model.in_dim,
-        hidden=list(model.hidden),
+    fingerprint = supervised_fingerprint(
+        kind,
+        train,
+        model,
         dropout=dropout,
         lr=lr,
         momentum=momentum,
         optimizer=optimizer,
         batch_size=B,
         seed=seed,
-        n_train=len(rows),
-        n_dev=len(X_dev),
+        n=(len(rows), len(X_dev)),
     )
     return _loop(
         model,
@@ -736,6 +719,68 @@ def _labelled_rows(X, y, device: torch.device, what: str) -> tuple[FeatureRows, 
     if not torch.isfinite(y_t).all():
         raise ValueError(f"The {what} labels hold NaN or inf; drop unlabelled rows first.")
     return rows, y_t.to(device)
+
+
+def student_fingerprint(
+    config: Any, train: Any, model: Any, *, alpha: float, beta: float, batch_size: int, seed: int, n: tuple[int, int, int]
+) -> dict[str, Any]:
+    """What a student's checkpoint must match to be resumed: its settings and data sizes.
+
+    Args:
+        config: the student's settings (a :class:`serdistill.method.config.StudentConfig`).
+        train: the :class:`serdistill.method.config.TrainConfig`.
+        model: the MLP (or stack of MLPs), for ``in_dim`` and ``hidden``.
+        n: rows of labelled training, unlabelled and development data.
+    """
+    return dict(
+        kind="student",
+        init=train.init,
+        in_dim=model.in_dim,
+        hidden=list(model.hidden),
+        lr=config.lr,
+        optimizer=config.optimizer,
+        alpha=alpha,
+        beta=beta,
+        batch_size=batch_size,
+        seed=seed,
+        n_train=n[0],
+        n_unlabelled=n[1],
+        n_dev=n[2],
+        head=config.head,
+        mse=config.mse,
+        weight_decay=config.weight_decay,
+    )
+
+
+def supervised_fingerprint(
+    kind: str,
+    train: Any,
+    model: Any,
+    *,
+    dropout: float,
+    lr: float,
+    momentum: float,
+    optimizer: str,
+    batch_size: int,
+    seed: int,
+    n: tuple[int, int],
+) -> dict[str, Any]:
+    """What a teacher's (or baseline's) checkpoint must match to be resumed; ``n``: rows of
+    training and development data."""
+    return dict(
+        kind=kind,
+        init=train.init,
+        in_dim=model.in_dim,
+        hidden=list(model.hidden),
+        dropout=dropout,
+        lr=lr,
+        momentum=momentum,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        seed=seed,
+        n_train=n[0],
+        n_dev=n[1],
+    )
 
 
 def _check_fingerprint(state: dict[str, Any], fingerprint: dict[str, Any], path: Any) -> None:

@@ -36,8 +36,9 @@ import numpy as np
 from serdistill.base.errors import ConfigError, SerdistillError
 from serdistill.base.events import report, set_queue, sink
 from serdistill.base.lifecycle import started_on_main_thread
+from serdistill.base.protocols import Engine
 
-__all__ = ["ENGINES", "EngineError", "LocalEngine", "RayEngine", "get_engine", "report"]
+__all__ = ["ENGINES", "Engine", "EngineError", "LocalEngine", "RayEngine", "get_engine", "report"]
 
 logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
@@ -50,7 +51,8 @@ class EngineError(SerdistillError, RuntimeError):
 
 
 class _Engine:
-    """What both engines share: the context manager and the argument checks."""
+    """What both engines share: :class:`serdistill.base.protocols.Engine`'s context manager
+    and the documentation of ``map``."""
 
     name = "engine"
     task_cpus: int = 1

@@ -45,6 +45,7 @@ import pandas as pd
 
 from serdistill.base.errors import ConfigError
 from serdistill.base.io import atomic_path, finite_or_none, write_json, write_text
+from serdistill.base.protocols import Engine
 from serdistill.data.dataset import SPLIT_DISK_BYTES, Dataset
 from serdistill.data.feature_rows import concat_embeddings, select_embedding_rows
 from serdistill.data.storage import (
@@ -221,7 +222,7 @@ def run_experiment(
     meta: dict[str, Any] | None = None,
     report: bool = True,
     on_progress: ProgressHook | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
 ) -> ExperimentResult:
     """Run (or resume) the protocol on ``data`` into ``run_dir``; write the report.
 

@@ -16,6 +16,7 @@ import torch
 
 from serdistill.base.errors import ConfigError, NotFittedError
 from serdistill.base.io import atomic_path, finite_or_none, write_json
+from serdistill.base.protocols import Engine
 from serdistill.data.storage import labelled_rows, release_memory, select_rows
 from serdistill.method.config import Config
 from serdistill.method.ensemble.baseline import Baseline
@@ -75,7 +76,7 @@ class TSModel(_Estimator):
         *,
         on_epoch: EpochHook | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         self.config = config
         self.on_epoch = on_epoch

@@ -17,6 +17,7 @@ import torch
 
 from serdistill.base.errors import ConfigError
 from serdistill.base.io import finite_or_none, jsonable, write_json
+from serdistill.base.protocols import Engine
 from serdistill.data.feature_rows import release, select_embedding_rows
 from serdistill.data.storage import labelled_rows, select_rows
 from serdistill.method.config import Config
@@ -95,7 +96,7 @@ class StudentEnsemble(_Estimator):
         seed: int | None = None,
         on_epoch: EpochHook | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         self.config = config
         self.alpha = alpha
@@ -467,6 +468,7 @@ class StudentEnsemble(_Estimator):
             getattr(self.engine, "name", "given"),
         )
         d, k = data["X"].shape[1], data["y"].shape[1]
+        assert self.engine is not None  # called only to train on an engine
         results = fit_on_engine(
             self.engine,
             fit_student_task,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from serdistill.base.events import report
+from serdistill.base.protocols import Engine
 from serdistill.method.config import Config
 from serdistill.method.ensemble.common import _hook
 from serdistill.method.models import MLP
@@ -173,7 +174,7 @@ def task_result(result: FitResult) -> dict[str, Any]:
 
 
 def fit_on_engine(
-    engine: Any,
+    engine: Engine,
     function: Callable[..., dict[str, Any]],
     tasks: Sequence[TeacherTask | StudentTask],
     *,

@@ -6,11 +6,11 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from serdistill.base.protocols import Engine
 from serdistill.data.feature_rows import release
 from serdistill.data.storage import labelled_rows, large_empty
 from serdistill.method.config import Config
@@ -61,7 +61,7 @@ class TeacherEnsemble(_Estimator):
         seed: int | None = None,
         on_epoch: EpochHook | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         self.config = config
         self.seed = seed
@@ -134,6 +134,7 @@ class TeacherEnsemble(_Estimator):
             for i, p in enumerate(config.teacher.dropouts)
         ]
         logger.info("Training %d teachers as tasks of the %s engine", N, getattr(self.engine, "name", "given"))
+        assert self.engine is not None  # called only to train on an engine
         results = fit_on_engine(
             self.engine,
             fit_teacher_task,
