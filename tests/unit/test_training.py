@@ -522,3 +522,64 @@ def test_a_missing_cuda_device_is_named_as_asked():
 
     with pytest.raises(ConfigError, match=r"asks for 'cuda:1', but torch .* sees no CUDA device: set device = 'cpu'"):
         resolve_device("cuda:1")
+
+
+def test_weights_are_stored_input_major_and_train_as_nn_linears_would(data, monkeypatch):
+    """The layout of models._linear changes the speed only: nn.Linear's initial values, the
+    gradient and NAdam's state in the same layout, the same trained student to float rounding."""
+    from serdistill.method import models
+    from serdistill.method.training import _optimizer
+
+    X, y, X_dev, y_dev = data
+    net = models.MLP(D, (16, 8), generator=torch.Generator().manual_seed(0))
+    plain = torch.nn.Linear(D, 16)
+    with torch.no_grad():
+        bound = (6.0 / (D + 16)) ** 0.5
+        plain.weight.uniform_(-bound, bound, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(net.linears[0].weight, plain.weight)  # drawn as before the layout changed
+    optimizer = _optimizer("nadam", net, 1e-3, 0.0)
+    net(torch.as_tensor(X)).square().mean().backward()
+    optimizer.step()
+    for layer in net.linears:
+        assert layer.weight.t().is_contiguous() and not layer.weight.is_contiguous()
+        assert layer.weight.grad.stride() == layer.weight.stride()
+        assert optimizer.state[layer.weight]["exp_avg"].stride() == layer.weight.stride()
+
+    kwargs = dict(target=np.random.default_rng(0).random((len(X), 16)).astype(np.float32), alpha=0.5, beta=0.5,
+                  config=STUDENT, train=TRAIN, seed=1)
+    now = fit_student(X, y, X_dev, y_dev, **kwargs)
+    monkeypatch.setattr(models, "_linear", lambda a, b: torch.nn.utils.skip_init(torch.nn.Linear, a, b))
+    before = fit_student(X, y, X_dev, y_dev, **kwargs)
+    assert before.model.linears[0].weight.is_contiguous()
+    assert now.best_epoch == before.best_epoch
+    for key, value in weights(now.model).items():
+        torch.testing.assert_close(value, weights(before.model)[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_our_nadam_is_torchs_bit_for_bit_and_shares_its_state(weight_decay):
+    """training.NAdam keeps a buffer between steps and nothing else: torch's NAdam's values, and
+    a checkpoint of either resumes in the other."""
+    import copy
+
+    from serdistill.method.models import MLP
+    from serdistill.method.training import NAdam
+
+    ours_net = MLP(D, (16, 8), generator=torch.Generator().manual_seed(0))
+    torch_net = copy.deepcopy(ours_net)
+    kwargs = dict(lr=1e-2, foreach=True, weight_decay=weight_decay, decoupled_weight_decay=True)
+    ours, theirs = NAdam(ours_net.parameters(), **kwargs), torch.optim.NAdam(torch_net.parameters(), **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(12):
+        x = torch.randn(8, D, generator=generator)
+        for net, optimizer in ((ours_net, ours), (torch_net, theirs)):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+        if step == 5:  # swap the optimizers' states: each goes on from the other's checkpoint
+            state_ours, state_theirs = ours.state_dict(), theirs.state_dict()
+            ours.load_state_dict(copy.deepcopy(state_theirs))
+            theirs.load_state_dict(copy.deepcopy(state_ours))
+    for a, b in zip(ours_net.parameters(), torch_net.parameters()):
+        assert torch.equal(a, b)
+    assert ours._roots, "the buffer was not used: the comparison tested torch's step against itself"
