@@ -237,6 +237,9 @@ def test_table1_markdown_for_the_cli() -> None:
     assert "| T-S (test) " in text and "0.7410 ± 0.0110 †‡" in text
     assert "† significantly better than the baseline" in text
     assert "##" not in text  # just the table and its legend
+    n = _results()["trial"].nunique()
+    assert f"over {n} trials" in text
+    assert f"over {n} runs (folds x trials)" in table1_markdown(_results(), cross_validation=True)  # as report.md
 
 
 # ---------------------------------------------------------------------------------------

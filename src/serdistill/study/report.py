@@ -128,8 +128,15 @@ def table1_legend(analysis: Analysis) -> str:
     )
 
 
-def table1_markdown(results: pd.DataFrame, *, alpha: float = 0.01, not_run: Mapping[str, str] | None = None) -> str:
-    """Table 1 as a Markdown table with its legend, for a terminal or a README.
+def table1_markdown(
+    results: pd.DataFrame,
+    *,
+    alpha: float = 0.01,
+    not_run: Mapping[str, str] | None = None,
+    cross_validation: bool = False,
+) -> str:
+    """Table 1 as a Markdown table with its legend, for a terminal or a README
+    (``cross_validation``: the runs are folds x trials, as in report.md's legend).
 
     Examples:
         >>> from serdistill.data.manifest import ATTRIBUTES
@@ -139,7 +146,7 @@ def table1_markdown(results: pd.DataFrame, *, alpha: float = 0.01, not_run: Mapp
         >>> "0.5600 ± 0.0100" in text
         True
     """
-    analysis = analyse(results, alpha=alpha, not_run=not_run)
+    analysis = dataclasses.replace(analyse(results, alpha=alpha, not_run=not_run), cross_validation=cross_validation)
     return to_markdown([Block("table", table1(analysis)), Block("p", table1_legend(analysis))])
 
 

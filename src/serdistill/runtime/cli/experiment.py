@@ -100,5 +100,12 @@ def run(args: argparse.Namespace) -> int:
             engine.close()
     print(f"\nReport: {result.report}")
     if len(result.results):
-        print(table1_markdown(result.results, alpha=config.protocol.significance, not_run=result.not_run))
+        print(
+            table1_markdown(
+                result.results,
+                alpha=config.protocol.significance,
+                not_run=result.not_run,
+                cross_validation=bool(config.protocol.folds),
+            )
+        )
     return 0
