@@ -124,16 +124,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     ours_s, ours_peak, ours_results = _measure(ours)
     loky_s, loky_peak, loky_results = _measure(joblibs)
     same = all(all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a) for a, b in zip(ours_results, loky_results))
-    rows = [
-        {"engine": "LocalEngine (ours)", "batch_1_s": round(ours_s[0], 1), "batch_2_s": round(ours_s[1], 1),
-         "peak_pss_gb": round(ours_peak / 1e9, 2), "above_start_gb": round((ours_peak - base) / 1e9, 2)},
-        {"engine": "joblib loky (temp folder on disk)", "batch_1_s": round(loky_s[0], 1),
-         "batch_2_s": round(loky_s[1], 1), "peak_pss_gb": round(loky_peak / 1e9, 2),
-         "above_start_gb": round((loky_peak - base) / 1e9, 2)},
-        {"engine": "ours / joblib", "batch_1_s": round(ours_s[0] / loky_s[0], 2),
-         "batch_2_s": round(ours_s[1] / loky_s[1], 2), "peak_pss_gb": round(ours_peak / loky_peak, 2),
-         "above_start_gb": "", "same_result": "same teachers" if same else "teachers differ"},
-    ]
+    rows = _compare(("LocalEngine (ours)", ours_s, ours_peak), ("joblib loky (temp folder on disk)", loky_s, loky_peak),
+                    base, "ours / joblib", "same teachers" if same else "teachers differ")
     return extraction + rows
 
 
@@ -188,17 +180,20 @@ def _extraction(count: int) -> list[dict]:
     ours_s, ours_peak, ours_out = _measure(ours)
     loky_s, loky_peak, loky_out = _measure(loky)
     same = all(np.array_equal(a, b) for a, b in zip(ours_out, loky_out))
-    return [
-        {"engine": "extraction: FeatureExtractor, forked (ours)", "batch_1_s": round(ours_s[0], 1),
-         "batch_2_s": round(ours_s[1], 1), "peak_pss_gb": round(ours_peak / 1e9, 2),
-         "above_start_gb": round((ours_peak - base) / 1e9, 2)},
-        {"engine": "extraction: loky pool, kept", "batch_1_s": round(loky_s[0], 1),
-         "batch_2_s": round(loky_s[1], 1), "peak_pss_gb": round(loky_peak / 1e9, 2),
-         "above_start_gb": round((loky_peak - base) / 1e9, 2)},
-        {"engine": "extraction: ours / loky", "batch_1_s": round(ours_s[0] / loky_s[0], 2),
-         "batch_2_s": round(ours_s[1] / loky_s[1], 2), "peak_pss_gb": round(ours_peak / loky_peak, 2),
-         "above_start_gb": "", "same_result": "same features" if same else "features differ"},
-    ]
+    return _compare(("extraction: FeatureExtractor, forked (ours)", ours_s, ours_peak),
+                    ("extraction: loky pool, kept", loky_s, loky_peak), base, "extraction: ours / loky",
+                    "same features" if same else "features differ")
+
+
+def _compare(ours: tuple, other: tuple, base: int, ratio: str, same: str) -> list[dict]:
+    """Rows of ours and the other way ((label, [seconds of each batch], peak PSS)), and ours / other."""
+    rows = [{"engine": label, "batch_1_s": round(seconds[0], 1), "batch_2_s": round(seconds[1], 1),
+             "peak_pss_gb": round(peak / 1e9, 2), "above_start_gb": round((peak - base) / 1e9, 2)}
+            for label, seconds, peak in (ours, other)]
+    (_, s_a, p_a), (_, s_b, p_b) = ours, other
+    rows.append({"engine": ratio, "batch_1_s": round(s_a[0] / s_b[0], 2), "batch_2_s": round(s_a[1] / s_b[1], 2),
+                 "peak_pss_gb": round(p_a / p_b, 2), "above_start_gb": "", "same_result": same})
+    return rows
 
 
 def _tree_pss_now() -> int:

@@ -40,7 +40,22 @@ class Engine(Protocol):
         on_wait: Callable[[], None] | None = None,
         on_event: Callable[[Any], None] | None = None,
     ) -> list[Any]:
-        """``[fn(item, **shared) for item in items]``, computed in parallel, in input order."""
+        """``[fn(item, **shared) for item in items]``, computed in parallel, in input order.
+
+        Args:
+            fn: a module-level (picklable) function.
+            items: picklable arguments, one call each.
+            shared: keyword arguments every call gets, sent to each worker once.
+            num_cpus, num_gpus: the resources one call needs (Ray schedules by them); default
+                CPUs: ``task_cpus``.
+            desc: the progress bar's label; None shows no bar.
+            on_wait: called every :data:`serdistill.runtime.engine.WAIT_SECONDS` or so while
+                tasks run elsewhere (e.g. to show progress that the tasks leave in files); not
+                called for tasks run here.
+            on_event: called here with each event the tasks
+                :func:`serdistill.base.events.report`, as they report it (local engine: within
+                ``WAIT_SECONDS``; Ray: never).
+        """
         ...
 
     def close(self) -> None:

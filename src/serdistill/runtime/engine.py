@@ -52,7 +52,7 @@ class EngineError(SerdistillError, RuntimeError):
 
 class _Engine:
     """What both engines share: :class:`serdistill.base.protocols.Engine`'s context manager
-    and the documentation of ``map``."""
+    (each engine has its own ``map``, documented there)."""
 
     name = "engine"
     task_cpus: int = 1
@@ -65,34 +65,6 @@ class _Engine:
 
     def close(self) -> None:
         """Release the engine's processes (or its Ray connection)."""
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Iterable[Any],
-        *,
-        shared: dict[str, Any] | None = None,
-        num_cpus: float | None = None,
-        num_gpus: float = 0,
-        desc: str | None = None,
-        on_wait: Callable[[], None] | None = None,
-        on_event: Callable[[Any], None] | None = None,
-    ) -> list[Any]:
-        """``[fn(item, **shared) for item in items]``, computed in parallel, in input order.
-
-        Args:
-            fn: a module-level (picklable) function.
-            items: picklable arguments, one call each.
-            shared: keyword arguments every call gets, sent to each worker once.
-            num_cpus, num_gpus: the resources one call needs (Ray schedules by them); default
-                CPUs: ``task_cpus``.
-            desc: the progress bar's label; None shows no bar.
-            on_wait: called every :data:`WAIT_SECONDS` or so while tasks run elsewhere (e.g. to
-                show progress that the tasks leave in files); not called for tasks run here.
-            on_event: called here with each event the tasks :func:`report`, as they report it
-                (local engine: within :data:`WAIT_SECONDS`; Ray: never).
-        """
-        raise NotImplementedError
 
 
 def _bar(total: int, desc: str | None):
